@@ -1,0 +1,156 @@
+"""The composition root: build every component from the config and run their lifecycle.
+
+`Gateway.startup()` opens the spool (recovering whatever a crash left), starts the delivery
+workers, the health endpoint and the SMTP listeners; `serve()` waits for a shutdown request;
+`shutdown()` drains: stop accepting, let SMTP transactions and Graph calls under way finish
+within `shutdown.drain_timeout`, leave everything else queued for the next start.
+`run(config)` adds the signal handling: the first SIGTERM/SIGINT drains, a second one forces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+
+import aiohttp
+import structlog
+
+from gateway.config import Config
+from gateway.delivery.engine import DeliveryEngine
+from gateway.graph.client import GraphClient
+from gateway.graph.tokens import TokenProviders
+from gateway.observability.health import HealthServer
+from gateway.routing import Router
+from gateway.smtp.handler import Handler, PolicyState
+from gateway.smtp.listeners import Listeners
+from gateway.spool import Spool
+
+log = structlog.get_logger("gateway")
+
+
+class Gateway:
+    """One running gateway."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._state = PolicyState(config, Router(config.tenants))
+        self.spool = Spool(config.spool.directory)
+        self._session: aiohttp.ClientSession | None = None
+        self.engine: DeliveryEngine | None = None
+        self.listeners: Listeners | None = None
+        self.health: HealthServer | None = None
+        self._stop = asyncio.Event()
+        self._force = asyncio.Event()
+        self._started = False
+
+    async def startup(self) -> None:
+        """Open the spool, start delivery, health endpoint and listeners (in that order)."""
+        await asyncio.to_thread(self.spool.open)
+        try:
+            queued = await asyncio.to_thread(self.spool.recover)
+            self._session = aiohttp.ClientSession(trust_env=True)
+            self.engine = DeliveryEngine(
+                spool=self.spool,
+                router=lambda: self._state.router,
+                tokens=TokenProviders(
+                    self.config.tenants, timeout=self.config.delivery.token_timeout
+                ),
+                graph=GraphClient(self._session, timeout=self.config.delivery.request_timeout),
+                settings=self.config.delivery,
+            )
+            for queue_id in queued:
+                self.engine.submit(queue_id)
+            self.engine.start()
+            if self.config.http is not None:
+                self.health = HealthServer(
+                    self.config.http.address, self.config.http.port, self._readiness
+                )
+                await self.health.start()
+            handler = Handler(
+                state=lambda: self._state, spool=self.spool, on_queued=self.engine.submit
+            )
+            self.listeners = Listeners(self.config.smtp, handler)
+            await self.listeners.start()
+        except BaseException:
+            await self._close()
+            raise
+        self._started = True
+        log.info(
+            "started",
+            listeners=len(self.listeners.bound),
+            recovered=len(queued),
+            tenants=[tenant.name for tenant in self.config.tenants],
+        )
+
+    def _readiness(self) -> dict[str, bool]:
+        return {
+            "listeners": self.listeners is not None and bool(self.listeners.bound),
+            "spool_writable": self.spool.writable(),
+        }
+
+    async def serve(self) -> None:
+        """Run until a shutdown is requested."""
+        await self._stop.wait()
+
+    def request_shutdown(self) -> None:
+        """First call: drain gracefully. Second call: stop waiting for the drain."""
+        if self._stop.is_set():
+            log.warning("shutdown_forced")
+            self._force.set()
+        else:
+            log.info("shutdown_requested", drain_timeout=self.config.drain_timeout)
+            self._stop.set()
+
+    async def shutdown(self) -> None:
+        """Drain and close everything; safe to call after a failed or partial start."""
+        self._stop.set()
+        deadline = time.monotonic() + self.config.drain_timeout
+        drain = asyncio.create_task(self._drain(deadline))
+        forced = asyncio.create_task(self._force.wait())
+        done, _pending = await asyncio.wait({drain, forced}, return_when=asyncio.FIRST_COMPLETED)
+        forced.cancel()
+        if drain not in done:
+            drain.cancel()
+            await asyncio.gather(drain, return_exceptions=True)
+            if self.listeners is not None:
+                self.listeners.registry.abort_all()
+        await self._close()
+        log.info("stopped", queued=self.spool.count("queue") if self._started else None)
+
+    async def _drain(self, deadline: float) -> None:
+        if self.listeners is not None:
+            await self.listeners.drain(max(0.0, deadline - time.monotonic()))
+        if self.engine is not None:
+            await self.engine.drain(max(0.0, deadline - time.monotonic()))
+
+    async def _close(self) -> None:
+        if self.listeners is not None:
+            self.listeners.close()
+        if self.engine is not None:
+            await self.engine.drain(0)
+        if self.health is not None:
+            await self.health.stop()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        self.spool.close()
+
+
+async def run(config: Config) -> None:
+    """Run a gateway until SIGTERM or SIGINT, then drain (a second signal forces the stop)."""
+    gateway = Gateway(config)
+    loop = asyncio.get_running_loop()
+    # Handlers stay installed through shutdown: a second signal forces it instead of
+    # killing the process in the middle of a spool write.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, gateway.request_shutdown)
+    try:
+        await gateway.startup()
+        await gateway.serve()
+    finally:
+        try:
+            await gateway.shutdown()
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)

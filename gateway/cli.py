@@ -1,0 +1,163 @@
+"""Command-line interface: parse arguments, set up logging, map errors to exit codes.
+
+This is the only module that decides exit statuses: 0 success, 1 a runtime failure, 2 a usage
+error, 78 (EX_CONFIG) an invalid configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway import __version__
+from gateway.config import Config, load_config
+from gateway.errors import ConfigError, GatewayError
+from gateway.observability.logging import configure_logging
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 78
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="smtp-graph-gateway",
+        description="Accept SMTP from devices and deliver it through Microsoft Graph.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the gateway daemon")
+    serve.add_argument("--config", "-c", type=Path, required=True, help="YAML configuration")
+
+    check = commands.add_parser("check", help="validate the config and test each tenant")
+    check.add_argument("--config", "-c", type=Path, required=True, help="YAML configuration")
+    check.add_argument("--tenant", help="check only this tenant")
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+
+    demo = commands.add_parser("demo", help="run the gateway with a local Graph emulator")
+    demo.add_argument("--smtp-port", type=int, default=2525, help="SMTP port (default 2525)")
+    demo.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path("demo-state"),
+        help="where the demo keeps its config, spool and outbox",
+    )
+
+    from gateway.emulator import cli as emulator_cli  # noqa: PLC0415 - only for this command
+
+    emulator = commands.add_parser("emulator", help="run the local Graph/Entra emulator")
+    emulator_cli.add_arguments(emulator)
+
+    commands.add_parser("hash-password", help="hash a password for users[].password_hash")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `smtp-graph-gateway` and `python -m gateway`."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return _dispatch(args)
+    except ConfigError as error:
+        print(f"smtp-graph-gateway: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    except GatewayError as error:
+        print(f"smtp-graph-gateway: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_FAILURE
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "serve":
+        config = load_config(args.config)
+        _configure(config)
+        from gateway.app import run  # noqa: PLC0415 - keeps `check` and `--help` light
+
+        asyncio.run(run(config))
+        return EXIT_OK
+    if args.command == "check":
+        return _check(args)
+    if args.command == "demo":
+        configure_logging("info", "auto")
+        from gateway.demo import run_demo  # noqa: PLC0415
+
+        asyncio.run(run_demo(args.state_dir.resolve(), smtp_port=args.smtp_port))
+        return EXIT_OK
+    if args.command == "emulator":
+        configure_logging("info", "auto")
+        from gateway.emulator import cli as emulator_cli  # noqa: PLC0415
+
+        return emulator_cli.run(args)
+    if args.command == "hash-password":
+        return _hash_password()
+    raise AssertionError(args.command)
+
+
+def _configure(config: Config) -> None:
+    configure_logging(config.logging.level, config.logging.format)
+
+
+def _check(args: argparse.Namespace) -> int:
+    from gateway.errors import TokenError  # noqa: PLC0415
+    from gateway.graph.tokens import TokenProvider  # noqa: PLC0415
+
+    config = load_config(args.config)
+    configure_logging("warning", "auto")
+    tenants = [t for t in config.tenants if args.tenant in (None, t.name)]
+    if not tenants:
+        print(f"smtp-graph-gateway: no tenant named {args.tenant!r}", file=sys.stderr)
+        return EXIT_USAGE
+
+    async def probe() -> list[dict[str, str]]:
+        results = []
+        for tenant in tenants:
+            provider = TokenProvider(tenant, timeout=config.delivery.token_timeout)
+            try:
+                await provider.get()
+                results.append({"tenant": tenant.name, "result": "ok", "detail": ""})
+            except TokenError as error:
+                results.append(
+                    {
+                        "tenant": tenant.name,
+                        "result": "FAILED",
+                        "code": error.code,
+                        "detail": error.reason,
+                    }
+                )
+        return results
+
+    results = asyncio.run(probe())
+    failed = any(result["result"] != "ok" for result in results)
+    if args.json:
+        print(json.dumps({"config": "ok", "tenants": results}, indent=2))
+    else:
+        print(f"config {args.config}: ok")
+        for result in results:
+            line = f"tenant {result['tenant']}: token {result['result']}"
+            print(line + (f" — {result['detail']}" if result["detail"] else ""))
+    return EXIT_FAILURE if failed else EXIT_OK
+
+
+def _hash_password() -> int:
+    from gateway.passwords import hash_password  # noqa: PLC0415
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if password != getpass.getpass("Again: "):
+            print("smtp-graph-gateway: the passwords differ", file=sys.stderr)
+            return EXIT_USAGE
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        print("smtp-graph-gateway: empty password", file=sys.stderr)
+        return EXIT_USAGE
+    print(hash_password(password))
+    return EXIT_OK

@@ -1,0 +1,45 @@
+"""Configuration: the frozen model, the YAML loader with full validation, and units."""
+
+from gateway.config.loader import LOOPBACK_CLIENT, load_config, parse_config
+from gateway.config.model import (
+    CLOUD_ENDPOINTS,
+    Client,
+    Cloud,
+    Config,
+    DeliverySettings,
+    HttpSettings,
+    Listener,
+    LoggingSettings,
+    SmtpSettings,
+    SpoolSettings,
+    Tenant,
+    TlsFiles,
+    TlsMode,
+    User,
+)
+from gateway.config.secrets import Secret
+from gateway.config.units import format_size, parse_duration, parse_size
+
+__all__ = [
+    "CLOUD_ENDPOINTS",
+    "LOOPBACK_CLIENT",
+    "Client",
+    "Cloud",
+    "Config",
+    "DeliverySettings",
+    "HttpSettings",
+    "Listener",
+    "LoggingSettings",
+    "Secret",
+    "SmtpSettings",
+    "SpoolSettings",
+    "Tenant",
+    "TlsFiles",
+    "TlsMode",
+    "User",
+    "format_size",
+    "load_config",
+    "parse_config",
+    "parse_duration",
+    "parse_size",
+]

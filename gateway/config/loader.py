@@ -1,0 +1,409 @@
+"""Load the YAML configuration, validate all of it, and build the frozen model.
+
+`load_config(path)` either returns a `Config` or raises one `ConfigError` that lists every
+problem with its YAML path and a hint. Cross-field rules (TLS listeners need a certificate,
+each domain belongs to one tenant, ...) are checked here too, so `serve` never starts with a
+configuration that cannot work.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gateway.config.model import (
+    CLOUD_ENDPOINTS,
+    Client,
+    Cloud,
+    Config,
+    DeliverySettings,
+    HttpSettings,
+    Listener,
+    LoggingSettings,
+    SmtpSettings,
+    SpoolSettings,
+    Tenant,
+    TlsFiles,
+    TlsMode,
+    User,
+)
+from gateway.config.reader import Reader, join
+from gateway.errors import ConfigError, ConfigIssue
+
+_TOP_KEYS = (
+    "smtp",
+    "clients",
+    "users",
+    "tenants",
+    "spool",
+    "delivery",
+    "http",
+    "logging",
+    "shutdown",
+)
+_DOMAIN = re.compile(r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$|^[a-z0-9-]+$")
+_TLS_VERSIONS = ("tlsv1", "tlsv1.1", "tlsv1.2", "tlsv1.3")
+LOOPBACK_CLIENT = Client(
+    name="loopback",
+    networks=(ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")),
+    senders=("*",),
+)
+
+
+def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate the YAML file at `path`."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError([ConfigIssue(str(path), f"cannot read: {error.strerror}")]) from None
+    return parse_config(text, base_dir=path.parent, env=env, source=path)
+
+
+def parse_config(
+    text: str,
+    *,
+    base_dir: Path,
+    env: Mapping[str, str] | None = None,
+    source: Path | None = None,
+) -> Config:
+    """Validate YAML text; relative paths in it are taken relative to `base_dir`."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
+        problem = getattr(error, "problem", None) or "invalid YAML"
+        raise ConfigError([ConfigIssue(where, str(problem), "fix the YAML syntax")]) from None
+    reader = Reader(env=os.environ if env is None else env, base_dir=base_dir)
+    config = _read_config(reader, document, source)
+    if reader.issues or config is None:
+        raise ConfigError(reader.issues or [ConfigIssue("", "the configuration is empty")])
+    return config
+
+
+def _read_config(reader: Reader, document: object, source: Path | None) -> Config | None:
+    root = reader.mapping(document, "", _TOP_KEYS)
+    if root is None:
+        return None
+    tls_default = _read_tls_files(reader, root.get("smtp"), "smtp")
+    smtp = _read_smtp(reader, root.get("smtp"), tls_default)
+    clients = tuple(
+        client
+        for where, node in reader.items(root.get("clients"), "clients")
+        if (client := _read_client(reader, node, where)) is not None
+    )
+    users = tuple(
+        user
+        for where, node in reader.items(root.get("users"), "users")
+        if (user := _read_user(reader, node, where)) is not None
+    )
+    tenants = tuple(
+        tenant
+        for where, node in reader.items(root.get("tenants"), "tenants")
+        if (tenant := _read_tenant(reader, node, where)) is not None
+    )
+    if root.get("tenants") is None:
+        reader.issue("tenants", "at least one tenant is required", "see config/example.yaml")
+    _check_unique(reader, "clients", [c.name for c in clients], "name")
+    _check_unique(reader, "users", [u.username for u in users], "username")
+    _check_unique(reader, "tenants", [t.name for t in tenants], "name")
+    _check_domains(reader, tenants)
+    shutdown = reader.mapping(root.get("shutdown"), "shutdown", ("drain_timeout",)) or {}
+    return Config(
+        smtp=smtp,
+        clients=clients if root.get("clients") is not None else (LOOPBACK_CLIENT,),
+        users=users,
+        tenants=tenants,
+        spool=_read_spool(reader, root.get("spool")),
+        delivery=_read_delivery(reader, root.get("delivery")),
+        http=_read_http(reader, root.get("http")),
+        logging=_read_logging(reader, root.get("logging")),
+        drain_timeout=reader.duration(shutdown, "drain_timeout", "shutdown", 30.0),
+        source=source,
+    )
+
+
+def _read_tls_files(reader: Reader, value: object, path: str) -> TlsFiles | None:
+    node = value.get("tls") if isinstance(value, dict) else None
+    where = join(path, "tls")
+    tls = reader.mapping(node, where, ("cert_file", "key_file", "min_version"))
+    if not tls:
+        return None
+    cert = reader.existing_file(tls, "cert_file", where)
+    key = reader.existing_file(tls, "key_file", where)
+    version = reader.choice(tls, "min_version", where, _TLS_VERSIONS, "tlsv1.2")
+    if "cert_file" not in tls or "key_file" not in tls:
+        reader.issue(
+            where, "cert_file and key_file are both required", "give the PEM chain and key"
+        )
+    if cert is None or key is None:
+        return None
+    return TlsFiles(cert_file=cert, key_file=key, min_version=version)
+
+
+def _read_smtp(reader: Reader, value: object, tls_default: TlsFiles | None) -> SmtpSettings:
+    keys = ("hostname", "listeners", "tls", "max_message_size", "max_recipients", "command_timeout")
+    node = reader.mapping(value, "smtp", keys) or {}
+    listeners = []
+    for where, item in reader.items(node.get("listeners"), "smtp.listeners"):
+        listener = _read_listener(reader, item, where, tls_default)
+        if listener is not None:
+            listeners.append(listener)
+    if node.get("listeners") is None:
+        reader.issue(
+            "smtp.listeners",
+            "at least one listener is required",
+            "e.g. - {name: lan, address: 0.0.0.0, port: 2525}",
+        )
+    _check_unique(reader, "smtp.listeners", [listener.name for listener in listeners], "name")
+    bound = [(listener.address, listener.port) for listener in listeners if listener.port]
+    if len(set(bound)) != len(bound):
+        reader.issue("smtp.listeners", "two listeners use the same address and port")
+    return SmtpSettings(
+        hostname=reader.string(node, "hostname", "smtp") or socket.getfqdn(),
+        listeners=tuple(listeners),
+        max_message_size=reader.size(
+            node, "max_message_size", "smtp", 35 * 1024 * 1024, minimum=65536
+        ),
+        max_recipients=reader.integer(
+            node, "max_recipients", "smtp", 500, minimum=1, maximum=100000
+        ),
+        command_timeout=reader.duration(node, "command_timeout", "smtp", 300.0, minimum=1.0),
+    )
+
+
+def _read_listener(
+    reader: Reader, value: object, path: str, tls_default: TlsFiles | None
+) -> Listener | None:
+    keys = ("name", "address", "port", "tls", "require_tls", "cert_file", "key_file", "min_version")
+    node = reader.mapping(value, path, keys)
+    if node is None:
+        return None
+    name = reader.string(node, "name", path) or path
+    address = reader.string(node, "address", path, "127.0.0.1") or "127.0.0.1"
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        reader.issue(
+            join(path, "address"),
+            f"not an IP address: {address!r}",
+            "use 0.0.0.0 (all IPv4), :: (all IPv6) or one address of this host",
+        )
+    port = reader.integer(node, "port", path, 25, maximum=65535)
+    mode = TlsMode(reader.choice(node, "tls", path, [m.value for m in TlsMode], "none"))
+    tls_files = tls_default
+    if "cert_file" in node or "key_file" in node:
+        cert = reader.existing_file(node, "cert_file", path)
+        key = reader.existing_file(node, "key_file", path)
+        version = reader.choice(node, "min_version", path, _TLS_VERSIONS, "tlsv1.2")
+        tls_files = TlsFiles(cert, key, version) if cert and key else None
+    if mode is not TlsMode.NONE and tls_files is None:
+        reader.issue(
+            join(path, "tls"),
+            f"tls: {mode.value} needs a certificate",
+            "set smtp.tls.cert_file and key_file, or cert_file/key_file on the listener",
+        )
+    require_tls = reader.boolean(node, "require_tls", path, mode is TlsMode.IMPLICIT)
+    if require_tls and mode is TlsMode.NONE:
+        reader.issue(join(path, "require_tls"), "require_tls needs tls: starttls or implicit")
+    return Listener(
+        name, address, port, mode, tls_files if mode is not TlsMode.NONE else None, require_tls
+    )
+
+
+def _read_senders(reader: Reader, node: Mapping[str, Any], path: str) -> tuple[str, ...]:
+    senders = reader.string_list(node, "senders", path)
+    for index, sender in enumerate(senders):
+        valid = sender == "*" or (
+            sender.count("@") == 1 and sender.rsplit("@", 1)[1] and " " not in sender
+        )
+        if not valid:
+            reader.issue(
+                join(join(path, "senders"), index),
+                f"not a sender pattern: {sender!r}",
+                "use an address, *@domain or *",
+            )
+    if "senders" not in node:
+        reader.issue(
+            join(path, "senders"),
+            "is required",
+            "list the addresses this identity may send as (address, *@domain or *)",
+        )
+    return tuple(sender.lower() for sender in senders)
+
+
+def _read_client(reader: Reader, value: object, path: str) -> Client | None:
+    node = reader.mapping(value, path, ("name", "networks", "senders"))
+    if node is None:
+        return None
+    name = reader.required_string(node, "name", path, "give each client a name for the logs")
+    networks = reader.networks(node, "networks", path)
+    if not networks:
+        reader.issue(
+            join(path, "networks"),
+            "at least one network is required",
+            "e.g. networks: [192.168.10.0/24]",
+        )
+    return Client(name, networks, _read_senders(reader, node, path))
+
+
+def _read_user(reader: Reader, value: object, path: str) -> User | None:
+    node = reader.mapping(
+        value, path, ("username", "password_hash", "password_hash_file", "senders")
+    )
+    if node is None:
+        return None
+    username = reader.required_string(node, "username", path, "the SMTP AUTH login name")
+    password_hash = reader.secret(node, "password_hash", path, required=True, what="password hash")
+    if password_hash is not None and not password_hash.reveal().startswith("$scrypt$"):
+        reader.issue(
+            join(path, "password_hash"),
+            "is not a password hash",
+            "create one with: smtp-graph-gateway hash-password",
+        )
+    senders = _read_senders(reader, node, path)
+    if password_hash is None:
+        return None
+    return User(username, password_hash, senders)
+
+
+def _read_tenant(reader: Reader, value: object, path: str) -> Tenant | None:
+    keys = (
+        "name",
+        "tenant_id",
+        "client_id",
+        "client_secret",
+        "client_secret_file",
+        "domains",
+        "cloud",
+        "login_endpoint",
+        "graph_endpoint",
+        "ca_file",
+    )
+    node = reader.mapping(value, path, keys)
+    if node is None:
+        return None
+    name = reader.required_string(node, "name", path, "give each tenant a short name")
+    tenant_id = reader.required_string(
+        node, "tenant_id", path, "the Directory (tenant) ID from the app's Overview page"
+    )
+    client_id = reader.required_string(
+        node, "client_id", path, "the Application (client) ID from the app's Overview page"
+    )
+    secret = reader.secret(node, "client_secret", path, required=True, what="client secret")
+    domains = tuple(domain.lower() for domain in reader.string_list(node, "domains", path))
+    for index, domain in enumerate(domains):
+        if not _DOMAIN.match(domain):
+            reader.issue(
+                join(join(path, "domains"), index),
+                f"not a domain: {domain!r}",
+                "use contoso.com or *.contoso.com",
+            )
+    if not domains:
+        reader.issue(
+            join(path, "domains"),
+            "at least one domain is required",
+            "list the sender domains this tenant sends for",
+        )
+    cloud = Cloud(reader.choice(node, "cloud", path, [c.value for c in Cloud], "global"))
+    login_default, graph_default = CLOUD_ENDPOINTS[cloud]
+    login = _https_url(reader, node, "login_endpoint", path, login_default)
+    graph = _https_url(reader, node, "graph_endpoint", path, graph_default + "/v1.0")
+    ca_file = reader.existing_file(node, "ca_file", path)
+    if secret is None:
+        return None
+    return Tenant(name, tenant_id, client_id, secret, domains, cloud, login, graph, ca_file)
+
+
+def _https_url(reader: Reader, node: Mapping[str, Any], key: str, path: str, default: str) -> str:
+    url = reader.string(node, key, path, default) or default
+    if not re.match(r"^https://[^/\s]+(/\S*)?$", url):
+        reader.issue(
+            join(path, key),
+            f"not an https URL: {url!r}",
+            "Entra ID and Graph are only reached over https",
+        )
+        return default
+    return url.rstrip("/")
+
+
+def _read_spool(reader: Reader, value: object) -> SpoolSettings:
+    node = reader.mapping(value, "spool", ("directory",)) or {}
+    directory = reader.required_string(
+        node, "directory", "spool", "e.g. /var/lib/smtp-graph-gateway/spool"
+    )
+    return SpoolSettings(directory=reader.resolve_path(directory or "spool"))
+
+
+def _read_delivery(reader: Reader, value: object) -> DeliverySettings:
+    keys = ("concurrency", "request_timeout", "token_timeout", "retry_initial", "retry_max")
+    node = reader.mapping(value, "delivery", keys) or {}
+    initial = reader.duration(node, "retry_initial", "delivery", 60.0, minimum=1.0)
+    maximum = reader.duration(node, "retry_max", "delivery", 3600.0, minimum=1.0)
+    if maximum < initial:
+        reader.issue("delivery.retry_max", "must not be shorter than retry_initial")
+    return DeliverySettings(
+        concurrency=reader.integer(node, "concurrency", "delivery", 8, minimum=1, maximum=256),
+        request_timeout=reader.duration(node, "request_timeout", "delivery", 60.0, minimum=1.0),
+        token_timeout=reader.duration(node, "token_timeout", "delivery", 30.0, minimum=1.0),
+        retry_initial=initial,
+        retry_max=maximum,
+    )
+
+
+def _read_http(reader: Reader, value: object) -> HttpSettings | None:
+    node = reader.mapping(value, "http", ("listen",))
+    if not node or node.get("listen") in (None, False, ""):
+        return None
+    listen = reader.string(node, "listen", "http") or ""
+    host, _, port_text = listen.rpartition(":")
+    host = host.strip("[]")
+    try:
+        ipaddress.ip_address(host)
+        port = int(port_text)
+        if not 0 <= port <= 65535:
+            raise ValueError(port)  # noqa: TRY301 - one message for every malformed form
+    except ValueError:
+        reader.issue(
+            "http.listen", f"not an address:port: {listen!r}", "e.g. 127.0.0.1:8025 or [::1]:8025"
+        )
+        return None
+    return HttpSettings(address=host, port=port)
+
+
+def _read_logging(reader: Reader, value: object) -> LoggingSettings:
+    node = reader.mapping(value, "logging", ("level", "format")) or {}
+    return LoggingSettings(
+        level=reader.choice(
+            node, "level", "logging", ("debug", "info", "warning", "error"), "info"
+        ),
+        format=reader.choice(node, "format", "logging", ("auto", "json", "console"), "auto"),
+    )
+
+
+def _check_unique(reader: Reader, path: str, names: list[str], key: str) -> None:
+    seen: set[str] = set()
+    for index, name in enumerate(names):
+        if name and name.lower() in seen:
+            reader.issue(join(join(path, index), key), f"duplicate {key} {name!r}")
+        seen.add(name.lower())
+
+
+def _check_domains(reader: Reader, tenants: tuple[Tenant, ...]) -> None:
+    owner: dict[str, str] = {}
+    for tenant in tenants:
+        for domain in tenant.domains:
+            if domain in owner and owner[domain] != tenant.name:
+                reader.issue(
+                    f"tenants.{tenant.name}.domains",
+                    f"domain {domain!r} is also listed by tenant {owner[domain]!r}",
+                    "each domain is served by exactly one tenant",
+                )
+            owner[domain] = tenant.name

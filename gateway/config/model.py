@@ -1,0 +1,171 @@
+"""The typed, frozen configuration model.
+
+Everything the daemon can be told lives here as plain frozen dataclasses. `loader.py` builds
+them from YAML and validates them; nothing else constructs them from untrusted input.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from gateway.config.secrets import Secret
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class TlsMode(StrEnum):
+    """How a listener uses TLS."""
+
+    NONE = "none"
+    STARTTLS = "starttls"
+    IMPLICIT = "implicit"
+
+
+class Cloud(StrEnum):
+    """Microsoft cloud instances; each has its own login and Graph hosts."""
+
+    GLOBAL = "global"
+    USGOV = "usgov"
+    USGOV_DOD = "usgov-dod"
+    CHINA = "china"
+
+
+# (login endpoint, Graph root) per cloud; see reference/graph.md A9.
+CLOUD_ENDPOINTS: dict[Cloud, tuple[str, str]] = {
+    Cloud.GLOBAL: ("https://login.microsoftonline.com", "https://graph.microsoft.com"),
+    Cloud.USGOV: ("https://login.microsoftonline.us", "https://graph.microsoft.us"),
+    Cloud.USGOV_DOD: ("https://login.microsoftonline.us", "https://dod-graph.microsoft.us"),
+    Cloud.CHINA: ("https://login.chinacloudapi.cn", "https://microsoftgraph.chinacloudapi.cn"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """A PEM certificate chain and its private key, and the oldest TLS version accepted."""
+
+    cert_file: Path
+    key_file: Path
+    min_version: str = "TLSv1.2"
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """One SMTP socket."""
+
+    name: str
+    address: str
+    port: int
+    tls: TlsMode = TlsMode.NONE
+    tls_files: TlsFiles | None = None
+    require_tls: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpSettings:
+    """The SMTP front door."""
+
+    hostname: str
+    listeners: tuple[Listener, ...]
+    max_message_size: int = 35 * 1024 * 1024
+    max_recipients: int = 500
+    command_timeout: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    """Hosts identified by network, and the envelope senders they may use."""
+
+    name: str
+    networks: tuple[IPNetwork, ...]
+    senders: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """An SMTP AUTH identity. The password is only ever stored as a hash."""
+
+    username: str
+    password_hash: Secret
+    senders: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    """An Entra ID tenant and the app registration that sends for its domains."""
+
+    name: str
+    tenant_id: str
+    client_id: str
+    client_secret: Secret = field(repr=False)
+    domains: tuple[str, ...]
+    cloud: Cloud = Cloud.GLOBAL
+    login_endpoint: str = CLOUD_ENDPOINTS[Cloud.GLOBAL][0]
+    graph_endpoint: str = CLOUD_ENDPOINTS[Cloud.GLOBAL][1] + "/v1.0"
+    ca_file: Path | None = None
+
+    @property
+    def authority(self) -> str:
+        """The msal authority URL for this tenant."""
+        return f"{self.login_endpoint.rstrip('/')}/{self.tenant_id}"
+
+    @property
+    def scope(self) -> str:
+        """The app-only scope for Graph in this tenant's cloud."""
+        base = self.graph_endpoint.rstrip("/")
+        root = (
+            base.rsplit("/", 1)[0] if base.rsplit("/", 1)[-1].startswith(("v1", "beta")) else base
+        )
+        return f"{root}/.default"
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolSettings:
+    """Where accepted messages are kept until Graph has taken them."""
+
+    directory: Path
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverySettings:
+    """How hard and how often the gateway calls Graph."""
+
+    concurrency: int = 8
+    request_timeout: float = 60.0
+    token_timeout: float = 30.0
+    retry_initial: float = 60.0
+    retry_max: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """The health endpoint. `None` in `Config.http` means it is switched off."""
+
+    address: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingSettings:
+    """Log level and format (`auto` = readable on a terminal, JSON otherwise)."""
+
+    level: str = "info"
+    format: str = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole, validated configuration."""
+
+    smtp: SmtpSettings
+    clients: tuple[Client, ...]
+    users: tuple[User, ...]
+    tenants: tuple[Tenant, ...]
+    spool: SpoolSettings
+    delivery: DeliverySettings = DeliverySettings()
+    http: HttpSettings | None = None
+    logging: LoggingSettings = LoggingSettings()
+    drain_timeout: float = 30.0
+    source: Path | None = None

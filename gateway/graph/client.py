@@ -1,0 +1,118 @@
+"""The Graph HTTP client: one shared aiohttp session, one method per Graph call used.
+
+It knows URLs, headers and Graph's error body; what an answer means for the message is decided
+by `delivery.classify`. TLS trusts the tenant's `ca_file` when one is configured (the emulator
+or a TLS-inspecting proxy), and the system store otherwise.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import ssl
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import aiohttp
+
+from gateway.delivery.backoff import parse_retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class GraphAnswer:
+    """What Graph said to one request."""
+
+    status: int
+    code: str = ""
+    message: str = ""
+    request_id: str = ""
+    retry_after: float | None = None
+    duration: float = 0.0
+
+
+class GraphTransportError(Exception):
+    """No HTTP answer: connection failure or timeout. `sent` means the body went out."""
+
+    def __init__(self, reason: str, *, sent: bool) -> None:
+        self.reason = reason
+        self.sent = sent
+        super().__init__(reason)
+
+
+class GraphClient:
+    """Calls Graph with a shared `aiohttp.ClientSession`."""
+
+    def __init__(self, session: aiohttp.ClientSession, *, timeout: float) -> None:
+        self._session = session
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._contexts: dict[Path | None, ssl.SSLContext] = {}
+
+    def _ssl(self, ca_file: Path | None) -> ssl.SSLContext:
+        context = self._contexts.get(ca_file)
+        if context is None:
+            context = ssl.create_default_context()
+            if ca_file is not None:
+                context.load_verify_locations(cafile=str(ca_file))
+            self._contexts[ca_file] = context
+        return context
+
+    async def send_mime(
+        self,
+        *,
+        graph_endpoint: str,
+        mailbox: str,
+        message: bytes,
+        token: str,
+        ca_file: Path | None = None,
+    ) -> GraphAnswer:
+        """POST the message as base64 MIME to `/users/{mailbox}/sendMail`."""
+        url = f"{graph_endpoint.rstrip('/')}/users/{quote(mailbox, safe='@')}/sendMail"
+        body = base64.b64encode(message)
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "text/plain"}
+        return await self._post(url, body, headers, ca_file)
+
+    async def _post(
+        self, url: str, body: bytes, headers: dict[str, str], ca_file: Path | None
+    ) -> GraphAnswer:
+        started = time.monotonic()
+        try:
+            async with self._session.post(
+                url, data=body, headers=headers, timeout=self._timeout, ssl=self._ssl(ca_file)
+            ) as response:
+                payload = await response.read()
+                return _answer(response, payload, time.monotonic() - started)
+        except TimeoutError:
+            raise GraphTransportError("Graph did not answer in time", sent=True) from None
+        except aiohttp.ClientConnectorError as error:
+            raise GraphTransportError(
+                f"cannot connect to Graph: {error.os_error}", sent=False
+            ) from None
+        except aiohttp.ClientError as error:
+            # Past connecting we cannot know whether Graph saw the request: ambiguous.
+            raise GraphTransportError(
+                f"connection to Graph failed: {type(error).__name__}", sent=True
+            ) from None
+
+
+def _answer(response: aiohttp.ClientResponse, payload: bytes, duration: float) -> GraphAnswer:
+    code = message = ""
+    request_id = response.headers.get("request-id", "")
+    if payload and response.content_type == "application/json":
+        try:
+            error = json.loads(payload).get("error", {})
+            code = str(error.get("code", ""))
+            message = str(error.get("message", ""))
+            inner = error.get("innerError") or {}
+            request_id = request_id or str(inner.get("request-id", ""))
+        except (ValueError, AttributeError):
+            pass
+    return GraphAnswer(
+        status=response.status,
+        code=code,
+        message=message[:500],
+        request_id=request_id,
+        retry_after=parse_retry_after(response.headers.get("Retry-After"), time.time()),
+        duration=duration,
+    )

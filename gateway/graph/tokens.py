@@ -1,0 +1,159 @@
+"""App-only access tokens from Entra ID with msal, one provider per tenant.
+
+msal is synchronous and its constructor does network I/O, so the app is built and called in a
+worker thread with a timeout. The token is kept in memory and reused until five minutes before
+it expires; one refresh runs at a time per tenant however many deliveries wait for it.
+
+A tenant's `ca_file` must win over `REQUESTS_CA_BUNDLE`/`CURL_CA_BUNDLE` in the environment:
+requests lets those override `verify=`, so msal gets its own session with `trust_env=False`
+and the environment's proxies copied in explicitly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+import msal
+import requests
+
+from gateway.config import Tenant
+from gateway.errors import TokenError
+
+_REFRESH_MARGIN = 300.0
+
+# Entra error codes an administrator meets when setting up an app, and what to do about them.
+ENTRA_HINTS: dict[str, str] = {
+    "AADSTS7000215": "the client secret is wrong: paste the secret's Value, not its Secret ID",
+    "AADSTS7000222": "the client secret has expired: create a new one under Certificates & secrets",
+    "AADSTS700016": "no app with this client_id exists in this tenant: check client_id and "
+    "tenant_id, or grant the app admin consent in this tenant",
+    "AADSTS90002": "the tenant was not found: check tenant_id (the Directory (tenant) ID)",
+    "AADSTS900023": "tenant_id is not a valid tenant ID or domain",
+    "AADSTS700027": "the certificate is not registered on the app: upload it under "
+    "Certificates & secrets",
+    "AADSTS65001": "admin consent is missing: grant admin consent for Mail.Send",
+    "AADSTS7000112": "the application is disabled",
+}
+
+
+def explain_entra_error(result: dict[str, Any]) -> tuple[str, str]:
+    """(AADSTS code, one-line explanation) for an msal error result. Never includes secrets."""
+    description = str(result.get("error_description", ""))
+    code = description.split(":", 1)[0].strip() if description.startswith("AADSTS") else ""
+    if not code and result.get("error_codes"):
+        code = f"AADSTS{result['error_codes'][0]}"
+    hint = ENTRA_HINTS.get(code)
+    first_line = description.splitlines()[0] if description else str(result.get("error", ""))
+    return code, hint or first_line or "Entra ID refused the token request"
+
+
+def _http_session(tenant: Tenant) -> requests.Session:
+    session = requests.Session()
+    if tenant.ca_file is not None:
+        session.trust_env = False
+        session.verify = str(tenant.ca_file)
+        session.proxies.update(urllib.request.getproxies())
+    return session
+
+
+class TokenProvider:
+    """Access tokens for one tenant's app registration (client credentials)."""
+
+    def __init__(
+        self,
+        tenant: Tenant,
+        *,
+        timeout: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.tenant = tenant
+        self._timeout = timeout
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._app: Any = None
+        self._token: str | None = None
+        self._expires_at = 0.0
+        self.fetches = 0
+
+    def __repr__(self) -> str:
+        return f"TokenProvider(tenant={self.tenant.name!r})"
+
+    async def get(self) -> str:
+        """A valid access token; `TokenError` with an explanation if none can be had."""
+        if self._token is not None and self._clock() < self._expires_at - _REFRESH_MARGIN:
+            return self._token
+        async with self._lock:
+            if self._token is not None and self._clock() < self._expires_at - _REFRESH_MARGIN:
+                return self._token
+            try:
+                result = await asyncio.wait_for(asyncio.to_thread(self._acquire), self._timeout + 5)
+            except TimeoutError:
+                raise TokenError(f"Entra ID did not answer within {self._timeout:g}s") from None
+            self.fetches += 1
+            token = result.get("access_token")
+            if not token:
+                code, explanation = explain_entra_error(result)
+                raise TokenError(f"tenant {self.tenant.name}: {explanation}", code=code)
+            self._token = str(token)
+            self._expires_at = self._clock() + float(result.get("expires_in", 3599))
+            return self._token
+
+    def invalidate(self) -> None:
+        """Forget the token (Graph said 401): the next `get` asks Entra ID again."""
+        self._token = None
+        self._expires_at = 0.0
+        self._app = None
+
+    def _acquire(self) -> dict[str, Any]:
+        """Runs in a worker thread: build the msal app if needed and request a token."""
+        try:
+            if self._app is None:
+                self._app = msal.ConfidentialClientApplication(
+                    self.tenant.client_id,
+                    client_credential=self.tenant.client_secret.reveal(),
+                    authority=self.tenant.authority,
+                    instance_discovery=False,
+                    http_client=_http_session(self.tenant),
+                    timeout=self._timeout,
+                )
+            result: dict[str, Any] = self._app.acquire_token_for_client(scopes=[self.tenant.scope])
+        except ValueError as error:
+            # msal raises ValueError when tenant discovery is refused (unknown tenant, bad URL).
+            text = str(error)
+            code = "AADSTS90002" if "AADSTS90002" in text else ""
+            return {
+                "error": "discovery_failed",
+                "error_description": f"{code}: tenant discovery failed"
+                if code
+                else "tenant discovery failed: check tenant_id and login_endpoint",
+            }
+        except requests.RequestException as error:
+            return {
+                "error": "network",
+                "error_description": f"cannot reach Entra ID: {type(error).__name__}",
+            }
+        except msal.exceptions.MsalServiceError as error:
+            return {"error": "service", "error_description": f"Entra ID error: {error.error}"}
+        return result
+
+
+class TokenProviders:
+    """One `TokenProvider` per tenant name."""
+
+    def __init__(self, tenants: tuple[Tenant, ...], *, timeout: float) -> None:
+        self._timeout = timeout
+        self._providers = {
+            tenant.name: TokenProvider(tenant, timeout=timeout) for tenant in tenants
+        }
+
+    def for_tenant(self, tenant: Tenant) -> TokenProvider:
+        """The provider for `tenant` (created if the tenant is new)."""
+        provider = self._providers.get(tenant.name)
+        if provider is None or provider.tenant != tenant:
+            provider = TokenProvider(tenant, timeout=self._timeout)
+            self._providers[tenant.name] = provider
+        return provider

@@ -1,0 +1,1 @@
+"""Pure message handling: header parsing, recipient reconciliation, and MIME preparation."""

@@ -1,0 +1,54 @@
+"""The HTTP endpoint: `/healthz` (the process answers) and `/readyz` (it can take mail).
+
+Served by aiohttp's AppRunner on the application's own loop. `/readyz` answers 503 with a JSON
+body naming what is wrong, for systemd, Docker and Kubernetes probes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+
+ReadinessCheck = Callable[[], dict[str, bool]]
+
+
+class HealthServer:
+    """`/healthz` and `/readyz` on one address."""
+
+    def __init__(self, host: str, port: int, readiness: ReadinessCheck) -> None:
+        self._host = host
+        self._port = port
+        self._readiness = readiness
+        self._runner: web.AppRunner | None = None
+        self.port = port
+
+    async def start(self) -> None:
+        """Bind and serve."""
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port)
+        await site.start()
+        addresses = self._runner.addresses
+        if addresses:
+            self.port = int(addresses[0][1])
+
+    async def stop(self) -> None:
+        """Stop serving."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _healthz(self, _request: web.Request) -> web.Response:
+        return web.json_response({"status": "alive"})
+
+    async def _readyz(self, _request: web.Request) -> web.Response:
+        checks = self._readiness()
+        ready = all(checks.values())
+        return web.json_response(
+            {"status": "ready" if ready else "not ready", "checks": checks},
+            status=200 if ready else 503,
+        )

@@ -1,0 +1,66 @@
+"""Pure SMTP policy: which configured client a peer is, and what it may send as.
+
+Functions over config and plain values; they return the decision and raise `PolicyError`
+carrying the SMTP reply. No sockets, no clocks.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from gateway import replies
+from gateway.addresses import Address, parse_mailbox, sender_matches
+from gateway.config import Client
+from gateway.errors import PolicyError
+from gateway.routing import Route, Router
+
+
+def client_for(peer_ip: str, clients: tuple[Client, ...]) -> Client | None:
+    """The client whose network contains `peer_ip`, most specific network first."""
+    try:
+        address = ipaddress.ip_address(peer_ip)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    best: tuple[int, Client] | None = None
+    for client in clients:
+        for network in client.networks:
+            matches = address.version == network.version and address in network
+            if matches and (best is None or network.prefixlen > best[0]):
+                best = (network.prefixlen, client)
+    return best[1] if best else None
+
+
+def check_sender(text: str, client: Client, router: Router) -> tuple[Address, Route]:
+    """Validate MAIL FROM for `client`: syntax, allowed for this client, served by a tenant."""
+    if not text.strip("<> "):
+        raise PolicyError(replies.NULL_SENDER_NOT_ALLOWED, "null sender (bounce) refused")
+    address = parse_mailbox(text)
+    if address is None:
+        raise PolicyError(replies.BAD_SENDER_SYNTAX, "malformed sender address")
+    if not sender_matches(address, client.senders):
+        raise PolicyError(
+            replies.SENDER_NOT_ALLOWED,
+            f"client {client.name!r} may not send as {address}; add it to that client's senders",
+        )
+    route = router.route(address)
+    if route is None:
+        raise PolicyError(
+            replies.NO_TENANT_FOR_SENDER,
+            f"no tenant lists the domain {address.domain!r}; add it to a tenant's domains",
+        )
+    return address, route
+
+
+def check_recipient(text: str, accepted: int, max_recipients: int) -> Address:
+    """Validate one RCPT TO against syntax and the per-message recipient limit."""
+    if accepted >= max_recipients:
+        raise PolicyError(
+            replies.TOO_MANY_RECIPIENTS,
+            f"more than {max_recipients} recipients; the client should send the rest separately",
+        )
+    address = parse_mailbox(text)
+    if address is None:
+        raise PolicyError(replies.BAD_RECIPIENT_SYNTAX, "malformed recipient address")
+    return address

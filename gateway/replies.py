@@ -1,0 +1,52 @@
+"""Named SMTP replies, used by the listener and by the tests alike.
+
+Each reply has the basic code, the enhanced status code (RFC 3463) and a short text. Texts say
+what happened in words an administrator can act on; they never include exception text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One SMTP reply line."""
+
+    code: int
+    enhanced: str
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.enhanced} {self.text}"
+
+    def with_text(self, text: str) -> Reply:
+        """The same codes with a more specific text."""
+        return Reply(self.code, self.enhanced, text)
+
+    @property
+    def is_transient(self) -> bool:
+        """True for 4xx replies: the client should try again later."""
+        return 400 <= self.code < 500
+
+
+CLIENT_NOT_ALLOWED = Reply(554, "5.7.1", "Client host not allowed to use this relay")
+CLIENT_NOT_ALLOWED_AT_MAIL = Reply(550, "5.7.1", "Client host not allowed to use this relay")
+SENDER_NOT_ALLOWED = Reply(550, "5.7.1", "Sender address not allowed for this client")
+NO_TENANT_FOR_SENDER = Reply(550, "5.7.1", "Sender domain is not served by this gateway")
+BAD_SENDER_SYNTAX = Reply(553, "5.1.7", "Sender address is not valid")
+BAD_RECIPIENT_SYNTAX = Reply(553, "5.1.3", "Recipient address is not valid")
+NULL_SENDER_NOT_ALLOWED = Reply(550, "5.7.1", "Null sender cannot be delivered through Graph")
+TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
+MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds the fixed limit")
+SPOOL_UNAVAILABLE = Reply(452, "4.3.1", "Insufficient system storage, try again later")
+UNEXPECTED = Reply(451, "4.3.0", "Temporary local problem, try again later")
+SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down, try again later")
+OK = Reply(250, "2.0.0", "OK")
+SENDER_OK = Reply(250, "2.1.0", "Sender OK")
+RECIPIENT_OK = Reply(250, "2.1.5", "Recipient OK")
+
+
+def queued(queue_id: str) -> Reply:
+    """The reply for a message that is durable on disk."""
+    return Reply(250, "2.0.0", f"queued as {queue_id}")

@@ -1,0 +1,1 @@
+"""The SMTP front door: the only module tree that imports aiosmtpd."""

@@ -1,0 +1,105 @@
+"""Bind every configured SMTP listener on the running event loop, and close them for a drain."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from dataclasses import dataclass
+
+import structlog
+
+from gateway.config import Listener, SmtpSettings, TlsMode
+from gateway.smtp.handler import Handler
+from gateway.smtp.session import GatewaySMTP, SessionRegistry
+from gateway.smtp.tls import server_context
+
+log = structlog.get_logger("gateway.smtp")
+
+
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """A listener and the address it actually got (port 0 becomes a real port)."""
+
+    listener: Listener
+    host: str
+    port: int
+
+
+class Listeners:
+    """The SMTP servers of one gateway."""
+
+    def __init__(self, settings: SmtpSettings, handler: Handler) -> None:
+        self._settings = settings
+        self._handler = handler
+        self.registry = SessionRegistry()
+        self._servers: list[asyncio.Server] = []
+        self.bound: list[Bound] = []
+
+    async def start(self) -> None:
+        """Bind every listener; the first failure closes the others and is raised."""
+        loop = asyncio.get_running_loop()
+        try:
+            for index, listener in enumerate(self._settings.listeners):
+                context = None
+                if listener.tls is not TlsMode.NONE:
+                    assert listener.tls_files is not None
+                    context = server_context(listener.tls_files, f"smtp.listeners[{index}]")
+                server = await loop.create_server(
+                    lambda listener=listener, context=context: self._protocol(listener, context),
+                    host=listener.address,
+                    port=listener.port,
+                    ssl=context if listener.tls is TlsMode.IMPLICIT else None,
+                    reuse_address=True,
+                )
+                self._servers.append(server)
+                host, port = server.sockets[0].getsockname()[:2]
+                self.bound.append(Bound(listener, host, port))
+                log.info(
+                    "listening",
+                    listener=listener.name,
+                    address=host,
+                    port=port,
+                    tls=listener.tls.value,
+                )
+        except BaseException:
+            self.close()
+            raise
+
+    def _protocol(self, listener: Listener, context: ssl.SSLContext | None) -> GatewaySMTP:
+        starttls = context if listener.tls is TlsMode.STARTTLS else None
+        return GatewaySMTP(
+            self._handler,
+            registry=self.registry,
+            listener=listener.name,
+            hostname=self._settings.hostname,
+            ident="smtp-graph-gateway",
+            data_size_limit=self._settings.max_message_size,
+            tls_context=starttls,
+            require_starttls=listener.require_tls and starttls is not None,
+            timeout=self._settings.command_timeout,
+            # aiosmtpd cannot see implicit TLS (aio-libs/aiosmtpd#281); AUTH is not offered yet.
+            auth_require_tls=listener.tls is not TlsMode.IMPLICIT,
+        )
+
+    def address(self, name: str) -> tuple[str, int]:
+        """(host, port) a named listener is bound to."""
+        for bound in self.bound:
+            if bound.listener.name == name:
+                return bound.host, bound.port
+        raise KeyError(name)
+
+    def close(self) -> None:
+        """Stop accepting connections (open sessions continue)."""
+        for server in self._servers:
+            server.close()
+        self._servers.clear()
+
+    async def drain(self, timeout: float) -> bool:
+        """Close idle sessions, let transactions finish; abort what is left after `timeout`."""
+        self.close()
+        self.registry.begin_drain()
+        finished = await self.registry.wait_empty(timeout)
+        if not finished:
+            log.warning("smtp_drain_timeout", open_sessions=len(self.registry), timeout=timeout)
+            self.registry.abort_all()
+        return finished

@@ -1,0 +1,139 @@
+"""The aiosmtpd protocol, extended with a connect-time check, session tracking and draining.
+
+`GatewaySMTP` runs on the application's own event loop (no threaded Controller). It asks the
+handler whether a new peer may connect before the greeting, registers itself so a shutdown can
+reach every open session, and during a drain lets a transaction in progress finish before it
+says goodbye with 421.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Session
+
+from gateway import replies
+from gateway.config import Client
+from gateway.routing import Route
+
+
+class GatewaySession(Session):
+    """aiosmtpd's session plus what the gateway learns about the client."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self.session_id = secrets.token_hex(4)
+        self.client: Client | None = None
+        self.route: Route | None = None
+        self.listener = ""
+
+
+class SessionRegistry:
+    """Every open SMTP session, so that shutdown can drain them."""
+
+    def __init__(self) -> None:
+        self._sessions: set[GatewaySMTP] = set()
+        self._empty = asyncio.Event()
+        self._empty.set()
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def add(self, protocol: GatewaySMTP) -> None:
+        """Track a new connection."""
+        self._sessions.add(protocol)
+        self._empty.clear()
+
+    def discard(self, protocol: GatewaySMTP) -> None:
+        """Forget a closed connection."""
+        self._sessions.discard(protocol)
+        if not self._sessions:
+            self._empty.set()
+
+    def begin_drain(self) -> None:
+        """Ask every session to finish: idle ones close now, busy ones after their DATA."""
+        for protocol in list(self._sessions):
+            protocol.begin_drain()
+
+    async def wait_empty(self, timeout: float) -> bool:
+        """Wait until every session has closed; False on timeout."""
+        try:
+            await asyncio.wait_for(self._empty.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def abort_all(self) -> None:
+        """Close every remaining connection at once."""
+        for protocol in list(self._sessions):
+            transport = protocol.transport
+            if isinstance(transport, asyncio.Transport):
+                transport.abort()
+
+
+class GatewaySMTP(SMTP):
+    """One SMTP connection."""
+
+    def __init__(
+        self, handler: Any, *, registry: SessionRegistry, listener: str, **kwargs: Any
+    ) -> None:
+        super().__init__(handler, **kwargs)
+        self._registry = registry
+        self._listener = listener
+        self._draining = False
+        self._in_data = False
+
+    def _create_session(self) -> GatewaySession:
+        session = GatewaySession(self.loop)
+        session.listener = self._listener
+        return session
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Register the connection (also called again after STARTTLS)."""
+        super().connection_made(transport)
+        self._registry.add(self)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        """Unregister the connection."""
+        self._registry.discard(self)
+        super().connection_lost(error)
+
+    async def _handle_client(self) -> None:
+        refusal = self.event_handler.connect(self.session)
+        if refusal is not None:
+            await self.push(str(refusal))
+            if self.transport is not None:
+                self.transport.close()
+            return
+        await super()._handle_client()
+
+    def begin_drain(self) -> None:
+        """Shutdown started: close now when idle, else after the current transaction."""
+        self._draining = True
+        idle = not self._in_data and (self.envelope is None or not self.envelope.mail_from)
+        if idle:
+            self._goodbye()
+
+    def _goodbye(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self._writer.write(f"{replies.SHUTTING_DOWN}\r\n".encode("ascii"))
+            self.transport.close()
+
+    async def smtp_MAIL(self, arg: str) -> None:
+        """MAIL, refused with 421 once a drain has begun."""
+        if self._draining:
+            self._goodbye()
+            return
+        await super().smtp_MAIL(arg)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        """DATA; a transaction in progress when a drain began finishes, then the session ends."""
+        self._in_data = True
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self._in_data = False
+        if self._draining:
+            self._goodbye()
