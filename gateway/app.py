@@ -37,6 +37,7 @@ class Gateway:
         self._state = PolicyState(config, Router(config.tenants))
         self.spool = Spool(config.spool.directory)
         self._session: aiohttp.ClientSession | None = None
+        self._tokens: TokenProviders | None = None
         self.engine: DeliveryEngine | None = None
         self.listeners: Listeners | None = None
         self.health: HealthServer | None = None
@@ -50,17 +51,19 @@ class Gateway:
         try:
             queued = await asyncio.to_thread(self.spool.recover)
             self._session = aiohttp.ClientSession(trust_env=True)
+            self._tokens = TokenProviders(
+                self.config.tenants, timeout=self.config.delivery.token_timeout
+            )
             self.engine = DeliveryEngine(
                 spool=self.spool,
                 router=lambda: self._state.router,
-                tokens=TokenProviders(
-                    self.config.tenants, timeout=self.config.delivery.token_timeout
-                ),
+                tokens=self._tokens,
                 graph=GraphClient(self._session, timeout=self.config.delivery.request_timeout),
                 settings=self.config.delivery,
             )
-            for queue_id in queued:
-                self.engine.submit(queue_id)
+            now = time.time()
+            for queue_id, next_attempt in queued:
+                self.engine.submit(queue_id, max(0.0, next_attempt - now))
             self.engine.start()
             if self.config.http is not None:
                 self.health = HealthServer(
@@ -134,6 +137,8 @@ class Gateway:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._tokens is not None:
+            await asyncio.to_thread(self._tokens.close)
         self.spool.close()
 
 

@@ -83,7 +83,7 @@ def instructions(host: str, port: int, outbox: Path, config_file: Path) -> str:
 
 async def run_demo(state_dir: Path, *, smtp_port: int) -> None:
     """Run the demo until Ctrl-C or SIGTERM."""
-    state_dir.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(state_dir.mkdir, parents=True, exist_ok=True)
     emulator = Emulator(
         EmulatorSettings(host="127.0.0.1", port=0, state_dir=state_dir / "emulator")
     )

@@ -11,7 +11,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -167,7 +166,7 @@ def _read_smtp(reader: Reader, value: object, tls_default: TlsFiles | None) -> S
     if len(set(bound)) != len(bound):
         reader.issue("smtp.listeners", "two listeners use the same address and port")
     return SmtpSettings(
-        hostname=reader.string(node, "hostname", "smtp") or socket.getfqdn(),
+        hostname=reader.string(node, "hostname", "smtp") or "",
         listeners=tuple(listeners),
         max_message_size=reader.size(
             node, "max_message_size", "smtp", 35 * 1024 * 1024, minimum=65536

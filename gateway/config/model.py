@@ -67,7 +67,7 @@ class Listener:
 class SmtpSettings:
     """The SMTP front door."""
 
-    hostname: str
+    hostname: str  # "" = this host's fully qualified name
     listeners: tuple[Listener, ...]
     max_message_size: int = 35 * 1024 * 1024
     max_recipients: int = 500

@@ -269,9 +269,11 @@ class Reader:
         if isinstance(inline, bool) or not isinstance(inline, str | int):
             self.issue(join(path, key), f"expected a string, got {_describe(inline)}")
             return None
+        reported = len(self.issues)
         value = self._expand(str(inline), join(path, key))
         if not value:
-            self.issue(join(path, key), f"{what} is empty")
+            if len(self.issues) == reported:  # not already explained by a missing variable
+                self.issue(join(path, key), f"{what} is empty")
             return None
         return Secret(value)
 

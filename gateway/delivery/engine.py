@@ -13,6 +13,7 @@ import asyncio
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import structlog
 
@@ -30,6 +31,20 @@ from gateway.spool import QueuedMessage, Spool
 from gateway.spool.format import CorruptRecord
 
 log = structlog.get_logger("gateway.delivery")
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryEvent:
+    """The result of one attempt, for observers (metrics, tests)."""
+
+    queue_id: str
+    result: str  # "delivered" | "deferred" | "held"
+    status: int | None = None
+    code: str = ""
+    reason: str = ""
+
+
+Observer = Callable[[DeliveryEvent], None]
 
 
 class DeliveryEngine:
@@ -58,6 +73,7 @@ class DeliveryEngine:
         self._idle = asyncio.Event()
         self._idle.set()
         self._stopping = False
+        self.observers: list[Observer] = []
 
     @property
     def in_flight(self) -> int:
@@ -196,6 +212,7 @@ class DeliveryEngine:
             await asyncio.to_thread(self._spool.complete, queued.queue_id)
             self._attempts.pop(queued.queue_id, None)
             bound.info("delivered", recipients=len(queued.envelope.rcpt_tos), **details)
+            self._notify(DeliveryEvent(queued.queue_id, "delivered", answer.status, answer.code))
             return
         if outcome.permanent:
             reason = {
@@ -207,10 +224,18 @@ class DeliveryEngine:
             await asyncio.to_thread(self._spool.hold, queued.queue_id, reason)
             self._attempts.pop(queued.queue_id, None)
             bound.error("held", reason=outcome.explanation, **details)
+            event = DeliveryEvent(
+                queued.queue_id, "held", answer.status, answer.code, outcome.explanation
+            )
+            self._notify(event)
             return
         await self._defer(
             queued, attempt, answer.retry_after, bound, reason=outcome.explanation, **details
         )
+
+    def _notify(self, event: DeliveryEvent) -> None:
+        for observer in self.observers:
+            observer(event)
 
     async def _defer(
         self,
@@ -232,7 +257,7 @@ class DeliveryEngine:
                 rng=self._rng,
             )
         )
-        await asyncio.to_thread(self._spool.release, queued.queue_id)
+        await asyncio.to_thread(self._spool.release, queued.queue_id, time.time() + delay)
         bound.warning(
             "deferred",
             reason=reason,
@@ -242,3 +267,7 @@ class DeliveryEngine:
         )
         if not self._stopping:
             self.submit(queued.queue_id, delay)
+        status = details.get("status")
+        code = str(details.get("code", ""))
+        status_code = status if isinstance(status, int) else None
+        self._notify(DeliveryEvent(queued.queue_id, "deferred", status_code, code, reason))

@@ -75,6 +75,7 @@ class TokenProvider:
         self._clock = clock
         self._lock = asyncio.Lock()
         self._app: Any = None
+        self._http: requests.Session | None = None
         self._token: str | None = None
         self._expires_at = 0.0
         self.fetches = 0
@@ -107,30 +108,33 @@ class TokenProvider:
         self._token = None
         self._expires_at = 0.0
         self._app = None
+        self.close()
+
+    def close(self) -> None:
+        """Close msal's HTTP connections."""
+        if self._http is not None:
+            self._http.close()
+            self._http = None
 
     def _acquire(self) -> dict[str, Any]:
         """Runs in a worker thread: build the msal app if needed and request a token."""
         try:
             if self._app is None:
+                self._http = _http_session(self.tenant)
                 self._app = msal.ConfidentialClientApplication(
                     self.tenant.client_id,
                     client_credential=self.tenant.client_secret.reveal(),
                     authority=self.tenant.authority,
                     instance_discovery=False,
-                    http_client=_http_session(self.tenant),
+                    http_client=self._http,
                     timeout=self._timeout,
                 )
             result: dict[str, Any] = self._app.acquire_token_for_client(scopes=[self.tenant.scope])
-        except ValueError as error:
-            # msal raises ValueError when tenant discovery is refused (unknown tenant, bad URL).
-            text = str(error)
-            code = "AADSTS90002" if "AADSTS90002" in text else ""
-            return {
-                "error": "discovery_failed",
-                "error_description": f"{code}: tenant discovery failed"
-                if code
-                else "tenant discovery failed: check tenant_id and login_endpoint",
-            }
+        except ValueError:
+            # msal raises ValueError when tenant discovery is refused; its message does not
+            # carry Entra's answer, so ask the discovery endpoint once more for the error body.
+            self._app = None
+            return self._discovery_error()
         except requests.RequestException as error:
             return {
                 "error": "network",
@@ -139,6 +143,21 @@ class TokenProvider:
         except msal.exceptions.MsalServiceError as error:
             return {"error": "service", "error_description": f"Entra ID error: {error.error}"}
         return result
+
+    def _discovery_error(self) -> dict[str, Any]:
+        url = f"{self.tenant.authority}/v2.0/.well-known/openid-configuration"
+        fallback = {
+            "error": "discovery_failed",
+            "error_description": "tenant discovery failed: check tenant_id and login_endpoint",
+        }
+        if self._http is None:
+            return fallback
+        try:
+            answer = self._http.get(url, timeout=self._timeout)
+            body = answer.json()
+        except (requests.RequestException, ValueError):
+            return fallback
+        return body if isinstance(body, dict) and body.get("error") else fallback
 
 
 class TokenProviders:
@@ -157,3 +176,8 @@ class TokenProviders:
             provider = TokenProvider(tenant, timeout=self._timeout)
             self._providers[tenant.name] = provider
         return provider
+
+    def close(self) -> None:
+        """Close every provider's HTTP connections."""
+        for provider in self._providers.values():
+            provider.close()

@@ -71,7 +71,7 @@ class Listeners:
             self._handler,
             registry=self.registry,
             listener=listener.name,
-            hostname=self._settings.hostname,
+            hostname=self._settings.hostname or None,  # None: aiosmtpd uses the FQDN
             ident="smtp-graph-gateway",
             data_size_limit=self._settings.max_message_size,
             tls_context=starttls,

@@ -91,8 +91,16 @@ class GatewaySMTP(SMTP):
         return session
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Register the connection (also called again after STARTTLS)."""
+        """Register the connection; after STARTTLS keep what is known about the client.
+
+        aiosmtpd starts a fresh session on the TLS upgrade (RFC 3207 forgets the SMTP state);
+        the client's identity comes from its address, which TLS does not change.
+        """
+        previous = self.session if isinstance(self.session, GatewaySession) else None
         super().connection_made(transport)
+        if previous is not None and isinstance(self.session, GatewaySession):
+            self.session.session_id = previous.session_id
+            self.session.client = previous.client
         self._registry.add(self)
 
     def connection_lost(self, error: Exception | None) -> None:

@@ -11,6 +11,7 @@ import json
 import secrets
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 MAGIC = b"SGG1"
 
@@ -27,6 +28,7 @@ class Envelope:
     peer: str
     listener: str
     size: int
+    send_as: str = ""  # for messages the gateway makes itself (bounces): the mailbox to use
 
 
 class CorruptRecord(ValueError):
@@ -44,19 +46,36 @@ def encode(envelope: Envelope, message: bytes) -> bytes:
     return b"".join((MAGIC, b" ", str(len(header)).encode("ascii"), b"\n", header, message))
 
 
+def _split(first: bytes) -> int:
+    magic, _, length_text = first.partition(b" ")
+    if magic != MAGIC or not length_text.isdigit():
+        raise CorruptRecord("not a queue file")
+    return int(length_text)
+
+
+def _envelope(header: bytes) -> Envelope:
+    try:
+        fields = json.loads(header)
+        fields["rcpt_tos"] = tuple(fields["rcpt_tos"])
+        return Envelope(**fields)
+    except (ValueError, TypeError, KeyError) as error:
+        raise CorruptRecord(f"unreadable envelope: {error}") from None
+
+
+def read_envelope(path: Path) -> Envelope:
+    """The envelope of a queue file, reading only its head."""
+    with path.open("rb") as handle:
+        length = _split(handle.readline().rstrip(b"\n"))
+        return _envelope(handle.read(length))
+
+
 def decode(data: bytes) -> tuple[Envelope, bytes]:
     """Envelope and message from queue-file bytes; `CorruptRecord` if it is not complete."""
     first, newline, rest = data.partition(b"\n")
-    magic, _, length_text = first.partition(b" ")
-    if magic != MAGIC or not newline or not length_text.isdigit():
+    if not newline:
         raise CorruptRecord("not a queue file")
-    length = int(length_text)
-    try:
-        fields = json.loads(rest[:length])
-        fields["rcpt_tos"] = tuple(fields["rcpt_tos"])
-        envelope = Envelope(**fields)
-    except (ValueError, TypeError, KeyError) as error:
-        raise CorruptRecord(f"unreadable envelope: {error}") from None
+    length = _split(first)
+    envelope = _envelope(rest[:length])
     message = rest[length:]
     if len(message) != envelope.size:
         raise CorruptRecord(f"message is {len(message)} bytes, envelope says {envelope.size}")

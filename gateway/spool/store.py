@@ -1,48 +1,74 @@
-"""The spool directory: durable writes, leases, and recovery after a crash.
+"""The spool directory: durable writes, leases, retry times, holds, and recovery after a crash.
 
 Layout under the spool directory::
 
     tmp/      files being written (removed at start-up: never acknowledged)
-    queue/    complete messages waiting for delivery
+    queue/    complete messages waiting; a file's mtime is the earliest next attempt
     active/   messages a worker is delivering (moved back to queue/ at start-up)
-    hold/     messages that failed permanently, each with a .reason.json
+    hold/     messages that failed permanently or were held by an administrator,
+              each with a .reason.json beside it
     corrupt/  files that are not complete records, kept for inspection
-    lock      held while a daemon uses the spool
+    meta/     one .json per message with its attempt history (kept until it leaves)
+    lock      held while a daemon (or an offline `queue` command) uses the spool
 
 A message is written to tmp/, fsynced, renamed into queue/ and the directory fsynced before
 `store` returns; only then may the SMTP side answer 250. Every state change is a rename, which
-is atomic, so a crash leaves each message in exactly one state. All methods block: callers on
-the event loop run them in a thread.
+is atomic, so a crash leaves each message in exactly one state. The next-attempt time lives in
+the queue file's mtime (as Postfix does), so deferring is one `utime` and one rename, and the
+state survives restarts without a database. All methods block: callers on the event loop run
+them in a thread.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gateway.errors import SpoolError
-from gateway.spool.format import CorruptRecord, Envelope, decode, encode, new_queue_id
+from gateway.spool.format import (
+    CorruptRecord,
+    Envelope,
+    decode,
+    encode,
+    new_queue_id,
+    read_envelope,
+)
 
-_STATES = ("tmp", "queue", "active", "hold", "corrupt")
+STATES = ("queue", "active", "hold", "corrupt")
+_DIRECTORIES = ("tmp", *STATES, "meta")
 _SUFFIX = ".msg"
 
 
 @dataclass(frozen=True, slots=True)
 class QueuedMessage:
-    """A message read back from the spool."""
+    """A message read back from the spool, with how often delivery was tried already."""
 
     envelope: Envelope
     message: bytes
+    attempts: int = 0
 
     @property
     def queue_id(self) -> str:
         """The queue ID the client was given with 250."""
         return self.envelope.queue_id
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One message as `queue list` shows it."""
+
+    queue_id: str
+    state: str
+    next_attempt: float
+    size: int
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -53,8 +79,14 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def _write_atomic(path: Path, text: str) -> None:
+    partial = path.with_name(path.name + ".tmp")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
 class Spool:
-    """One spool directory, owned by one daemon at a time."""
+    """One spool directory, owned by one process at a time."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -63,12 +95,17 @@ class Spool:
     def _dir(self, state: str) -> Path:
         return self.directory / state
 
+    def _path(self, state: str, queue_id: str) -> Path:
+        return self.directory / state / (queue_id + _SUFFIX)
+
+    # -- ownership ---------------------------------------------------------------------------
+
     def open(self) -> None:
-        """Create the layout if needed and take the lock; `SpoolError` if another daemon has it."""
+        """Create the layout if needed and take the lock; `SpoolError` if another process has it."""
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            for state in _STATES:
-                self._dir(state).mkdir(mode=0o700, exist_ok=True)
+            for name in _DIRECTORIES:
+                self._dir(name).mkdir(mode=0o700, exist_ok=True)
             fd = os.open(self.directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as error:
             raise SpoolError(f"cannot use spool {self.directory}: {error.strerror}") from None
@@ -87,18 +124,29 @@ class Spool:
             os.close(self._lock_fd)
             self._lock_fd = None
 
-    def recover(self) -> list[str]:
-        """After a start or crash: drop partial writes, requeue leased messages; queued IDs.
+    def recover(self) -> list[tuple[str, float]]:
+        """After a start or crash: drop partial writes, requeue leased messages.
 
-        Whatever was being delivered when the process stopped goes back to the queue, so it
-        is delivered again (at least once, never lost).
+        Returns (queue ID, next attempt as a wall-clock time) for every queued message, oldest
+        ID first. Whatever was being delivered when the process stopped is queued again for
+        now: delivered again at least once, never lost.
         """
         for leftover in self._dir("tmp").iterdir():
             leftover.unlink(missing_ok=True)
+        now = time.time()
         for leased in self._dir("active").glob("*" + _SUFFIX):
+            os.utime(leased, (now, now))
             os.replace(leased, self._dir("queue") / leased.name)
         _fsync_directory(self._dir("queue"))
-        return sorted(path.name[: -len(_SUFFIX)] for path in self._dir("queue").glob("*" + _SUFFIX))
+        found = []
+        with os.scandir(self._dir("queue")) as entries:
+            for entry in entries:
+                if entry.name.endswith(_SUFFIX):
+                    found.append((entry.name[: -len(_SUFFIX)], entry.stat().st_mtime))
+        found.sort()
+        return found
+
+    # -- the delivery path -------------------------------------------------------------------
 
     def store(
         self,
@@ -109,14 +157,22 @@ class Spool:
         client: str,
         peer: str,
         listener: str,
+        send_as: str = "",
     ) -> str:
         """Write a message durably and return its queue ID. `SpoolError` if it cannot."""
         queue_id = new_queue_id()
         envelope = Envelope(
-            queue_id, mail_from, rcpt_tos, time.time(), client, peer, listener, len(message)
+            queue_id,
+            mail_from,
+            rcpt_tos,
+            time.time(),
+            client,
+            peer,
+            listener,
+            len(message),
+            send_as,
         )
-        name = queue_id + _SUFFIX
-        partial = self._dir("tmp") / name
+        partial = self._path("tmp", queue_id)
         try:
             fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
@@ -126,10 +182,11 @@ class Spool:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            os.rename(partial, self._dir("queue") / name)
+            os.rename(partial, self._path("queue", queue_id))
             _fsync_directory(self._dir("queue"))
         except OSError as error:
-            partial.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                partial.unlink(missing_ok=True)
             reason = "spool disk is full" if error.errno == errno.ENOSPC else error.strerror
             raise SpoolError(f"cannot store message: {reason}") from None
         return queue_id
@@ -137,43 +194,141 @@ class Spool:
     def lease(self, queue_id: str) -> QueuedMessage | None:
         """Move a queued message to active/ and read it; None if it is no longer queued.
 
-        A file that is not a complete record goes to corrupt/ and None is returned.
+        A file that is not a complete record goes to corrupt/ and `CorruptRecord` is raised.
         """
-        name = queue_id + _SUFFIX
-        active = self._dir("active") / name
+        active = self._path("active", queue_id)
         try:
-            os.rename(self._dir("queue") / name, active)
+            os.rename(self._path("queue", queue_id), active)
         except FileNotFoundError:
             return None
         data = active.read_bytes()
         try:
             envelope, message = decode(data)
         except CorruptRecord:
-            os.replace(active, self._dir("corrupt") / name)
+            os.replace(active, self._path("corrupt", queue_id))
             raise
-        return QueuedMessage(envelope, message)
+        return QueuedMessage(envelope, message, len(self.attempts(queue_id)))
 
-    def release(self, queue_id: str) -> None:
-        """Put a leased message back in the queue (delivery will be tried again)."""
-        name = queue_id + _SUFFIX
-        os.replace(self._dir("active") / name, self._dir("queue") / name)
+    def release(self, queue_id: str, next_attempt: float) -> None:
+        """Put a leased message back in the queue, not to be tried before `next_attempt`."""
+        active = self._path("active", queue_id)
+        os.utime(active, (time.time(), next_attempt))
+        os.replace(active, self._path("queue", queue_id))
 
     def complete(self, queue_id: str) -> None:
         """Forget a delivered message."""
-        (self._dir("active") / (queue_id + _SUFFIX)).unlink(missing_ok=True)
+        self._path("active", queue_id).unlink(missing_ok=True)
+        (self._dir("meta") / f"{queue_id}.json").unlink(missing_ok=True)
 
-    def hold(self, queue_id: str, reason: dict[str, object]) -> None:
-        """Park a leased message that cannot be delivered, with the reason beside it."""
-        name = queue_id + _SUFFIX
+    def hold(self, queue_id: str, reason: dict[str, Any], *, state: str = "active") -> bool:
+        """Park a message (leased, or queued when an administrator asks) with its reason."""
         note = self._dir("hold") / f"{queue_id}.reason.json"
-        note.write_text(json.dumps({**reason, "held_at": time.time()}, indent=2) + "\n")
-        os.replace(self._dir("active") / name, self._dir("hold") / name)
+        _write_atomic(note, json.dumps({**reason, "held_at": time.time()}, indent=2) + "\n")
+        try:
+            os.replace(self._path(state, queue_id), self._path("hold", queue_id))
+        except FileNotFoundError:
+            note.unlink(missing_ok=True)
+            return False
         _fsync_directory(self._dir("hold"))
+        return True
+
+    def record_attempt(self, queue_id: str, attempt: dict[str, Any]) -> None:
+        """Append one attempt to the message's history (for `queue show` and retry counts)."""
+        history = self.attempts(queue_id)
+        history.append(attempt)
+        _write_atomic(
+            self._dir("meta") / f"{queue_id}.json",
+            json.dumps({"attempts": history}, separators=(",", ":")),
+        )
+
+    def attempts(self, queue_id: str) -> list[dict[str, Any]]:
+        """The attempt history of a message (empty when it was never tried)."""
+        try:
+            data = json.loads((self._dir("meta") / f"{queue_id}.json").read_text())
+        except (OSError, ValueError):
+            return []
+        attempts = data.get("attempts", []) if isinstance(data, dict) else []
+        return attempts if isinstance(attempts, list) else []
+
+    # -- administration ----------------------------------------------------------------------
+
+    def state_of(self, queue_id: str) -> str | None:
+        """Which state a message is in, or None if the spool does not have it."""
+        for state in STATES:
+            if self._path(state, queue_id).exists():
+                return state
+        return None
+
+    def entries(self, state: str | None = None) -> Iterator[Entry]:
+        """Every message (optionally of one state), without reading message bodies."""
+        for name in [state] if state else STATES:
+            with os.scandir(self._dir(name)) as found:
+                for entry in sorted(found, key=lambda item: item.name):
+                    if entry.name.endswith(_SUFFIX):
+                        stat = entry.stat()
+                        queue_id = entry.name[: -len(_SUFFIX)]
+                        yield Entry(queue_id, name, stat.st_mtime, stat.st_size)
+
+    def show(self, queue_id: str) -> dict[str, Any] | None:
+        """Everything known about one message: envelope, state, attempts, hold reason."""
+        state = self.state_of(queue_id)
+        if state is None:
+            return None
+        path = self._path(state, queue_id)
+        info: dict[str, Any] = {"queue_id": queue_id, "state": state}
+        try:
+            info["envelope"] = read_envelope(path)
+            if state == "queue":
+                info["next_attempt"] = path.stat().st_mtime
+        except (OSError, CorruptRecord) as error:
+            info["error"] = str(error)
+        info["attempts"] = self.attempts(queue_id)
+        if state == "hold":
+            with contextlib.suppress(OSError, ValueError):
+                note = self._dir("hold") / f"{queue_id}.reason.json"
+                info["hold"] = json.loads(note.read_text())
+        return info
+
+    def requeue(self, queue_id: str) -> bool:
+        """Make a queued or held message due now (`queue retry` / `queue release`)."""
+        state = self.state_of(queue_id)
+        if state not in ("queue", "hold"):
+            return False
+        path = self._path(state, queue_id)
+        now = time.time()
+        try:
+            os.utime(path, (now, now))
+            if state == "hold":
+                os.replace(path, self._path("queue", queue_id))
+                (self._dir("hold") / f"{queue_id}.reason.json").unlink(missing_ok=True)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def delete(self, queue_id: str) -> bool:
+        """Remove a queued, held or corrupt message for good (never one being delivered)."""
+        for state in ("queue", "hold", "corrupt"):
+            try:
+                self._path(state, queue_id).unlink()
+            except FileNotFoundError:
+                continue
+            (self._dir("hold") / f"{queue_id}.reason.json").unlink(missing_ok=True)
+            (self._dir("meta") / f"{queue_id}.json").unlink(missing_ok=True)
+            return True
+        return False
+
+    # -- resource checks ---------------------------------------------------------------------
 
     def count(self, state: str) -> int:
-        """How many messages are in one state (queue, active, hold, corrupt)."""
-        return sum(1 for _ in self._dir(state).glob("*" + _SUFFIX))
+        """How many messages are in one state."""
+        with os.scandir(self._dir(state)) as entries:
+            return sum(1 for entry in entries if entry.name.endswith(_SUFFIX))
+
+    def free_bytes(self) -> int:
+        """Bytes available to this process on the spool's file system."""
+        stats = os.statvfs(self.directory)
+        return stats.f_bavail * stats.f_frsize
 
     def writable(self) -> bool:
         """Whether a file can be created in the spool right now."""
-        return os.access(self._dir("tmp"), os.W_OK | os.X_OK)
+        return self._dir("tmp").is_dir() and os.access(self._dir("tmp"), os.W_OK | os.X_OK)

@@ -1,0 +1,161 @@
+"""The spool on real files: durable before 250, recoverable after a crash, never ambiguous."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import SpoolError
+from gateway.spool import Spool
+from gateway.spool.format import CorruptRecord
+
+MESSAGE = b"From: a@contoso.com\r\nTo: b@contoso.com\r\nSubject: x\r\n\r\nbody\r\n"
+
+
+def store(spool: Spool, message: bytes = MESSAGE) -> str:
+    return spool.store(mail_from="a@contoso.com", rcpt_tos=("b@contoso.com",), message=message,
+                       client="loopback", peer="127.0.0.1", listener="lan")
+
+
+@pytest.fixture
+def spool(tmp_path: Path):
+    spool = Spool(tmp_path / "spool")
+    spool.open()
+    yield spool
+    spool.close()
+
+
+def test_store_then_lease_round_trips_bytes_and_envelope(spool: Spool) -> None:
+    binary = MESSAGE + bytes(range(256)) + b"\r\n.\r\n"
+    queue_id = store(spool, binary)
+    assert [queue_id_ for queue_id_, _due in spool.recover()] == [queue_id]
+    queued = spool.lease(queue_id)
+    assert queued is not None
+    assert queued.message == binary
+    assert queued.envelope.rcpt_tos == ("b@contoso.com",)
+    assert queued.envelope.peer == "127.0.0.1"
+    assert spool.lease(queue_id) is None  # already leased
+
+
+def test_file_and_directory_are_fsynced_before_store_returns(spool: Spool, monkeypatch) -> None:
+    events: list[str] = []
+    real_fsync, real_rename = os.fsync, os.rename
+
+    def fsync(fd: int) -> None:
+        events.append("fsync " + os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    def rename(src, dst) -> None:
+        events.append(f"rename {src} -> {dst}")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "rename", rename)
+    queue_id = store(spool)
+    queue_dir = spool.directory / "queue"
+    tmp_file = spool.directory / "tmp" / f"{queue_id}.msg"
+    assert events == [
+        f"fsync {tmp_file}",
+        f"rename {tmp_file} -> {queue_dir / (queue_id + '.msg')}",
+        f"fsync {queue_dir}",
+    ]
+
+
+def test_recovery_requeues_in_flight_and_drops_partial_writes(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.open()
+    delivered, in_flight = store(spool), store(spool)
+    assert spool.lease(delivered) is not None
+    spool.complete(delivered)
+    assert spool.lease(in_flight) is not None
+    (spool.directory / "tmp" / "0000PARTIAL.msg").write_bytes(b"SGG1 40\n{\"queue_id\"")
+    spool.close()  # the process "dies" here with one message leased
+
+    again = Spool(tmp_path / "spool")
+    again.open()
+    assert [queue_id for queue_id, _due in again.recover()] == [in_flight]
+    assert list((again.directory / "tmp").iterdir()) == []
+    assert again.lease(in_flight) is not None
+
+
+def test_truncated_file_is_never_delivered(spool: Spool) -> None:
+    queue_id = store(spool)
+    path = spool.directory / "queue" / f"{queue_id}.msg"
+    path.write_bytes(path.read_bytes()[:-5])
+    with pytest.raises(CorruptRecord, match="bytes, envelope says"):
+        spool.lease(queue_id)
+    assert (spool.directory / "corrupt" / f"{queue_id}.msg").exists()
+
+
+def test_hold_keeps_message_and_reason(spool: Spool) -> None:
+    queue_id = store(spool)
+    spool.lease(queue_id)
+    spool.hold(queue_id, {"reason": "mailbox not enabled", "code": "MailboxNotEnabledForRESTAPI"})
+    assert spool.count("hold") == 1
+    note = (spool.directory / "hold" / f"{queue_id}.reason.json").read_text()
+    assert "MailboxNotEnabledForRESTAPI" in note
+
+
+def test_second_daemon_on_the_same_spool_is_refused(spool: Spool) -> None:
+    other = Spool(spool.directory)
+    with pytest.raises(SpoolError, match="in use by another gateway process"):
+        other.open()
+
+
+def test_queue_ids_are_unique_and_time_ordered(spool: Spool) -> None:
+    ids = [store(spool) for _ in range(200)]
+    assert len(set(ids)) == 200
+    assert [queue_id for queue_id, _due in spool.recover()] == sorted(ids)
+    assert [i[:13] for i in ids] == sorted(i[:13] for i in ids)
+
+
+def test_unwritable_spool_raises_spool_error(spool: Spool) -> None:
+    if os.geteuid() == 0:
+        # root ignores permissions; make tmp/ unusable by replacing it with a file instead.
+        (spool.directory / "tmp").rmdir()
+        (spool.directory / "tmp").write_text("not a directory")
+    else:
+        (spool.directory / "tmp").chmod(0o500)
+    with pytest.raises(SpoolError, match="cannot store message"):
+        store(spool)
+
+
+def test_retry_time_and_attempts_survive_a_restart(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.open()
+    queue_id = store(spool)
+    spool.lease(queue_id)
+    spool.record_attempt(queue_id, {"status": 503, "code": "ServiceUnavailable"})
+    due = time.time() + 600
+    spool.release(queue_id, due)
+    spool.close()
+
+    again = Spool(tmp_path / "spool")
+    again.open()
+    [(found, next_attempt)] = again.recover()
+    assert found == queue_id
+    assert abs(next_attempt - due) < 1
+    queued = again.lease(queue_id)
+    assert queued is not None and queued.attempts == 1
+
+
+def test_admin_operations(spool: Spool) -> None:
+    held, queued, gone = store(spool), store(spool), store(spool)
+    assert spool.hold(held, {"reason": "administrator"}, state="queue")
+    assert spool.state_of(held) == "hold"
+    info = spool.show(held)
+    assert info is not None
+    assert info["hold"]["reason"] == "administrator"
+    assert info["envelope"].mail_from == "a@contoso.com"
+    assert [e.queue_id for e in spool.entries("hold")] == [held]
+    assert spool.requeue(held)  # release
+    assert spool.state_of(held) == "queue"
+    assert spool.delete(gone)
+    assert spool.state_of(gone) is None
+    assert not spool.delete(gone)
+    spool.lease(queued)
+    assert not spool.delete(queued)  # never one being delivered
+    assert spool.show("NOPE") is None

@@ -1,0 +1,103 @@
+"""Run `smtp-graph-gateway` as a real process and read its JSON log lines."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+
+class GatewayProcess:
+    """A `python -m gateway serve` child process with JSON logs on stderr."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.events: list[dict[str, Any]] = []
+
+    @classmethod
+    async def start(cls, config: Path, *args: str) -> GatewayProcess:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", "serve", "--config", str(config), *args,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=env,
+        )
+        return cls(process)
+
+    async def wait_for_event(self, name: str, timeout: float = 20.0) -> dict[str, Any]:
+        """Read log lines until one with `event == name`."""
+        assert self.process.stderr is not None
+        async with asyncio.timeout(timeout):
+            while True:
+                line = await self.process.stderr.readline()
+                if not line:
+                    raise AssertionError(f"process ended before {name!r}: {self.events[-5:]}")
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    event = {"event": "unparsed", "line": line.decode(errors="replace")}
+                self.events.append(event)
+                if event.get("event") == name:
+                    return event
+
+    async def wait_exit(self, timeout: float = 20.0) -> int:
+        """Wait for the process to end (collecting the rest of its log); its exit code."""
+        assert self.process.stderr is not None
+        async with asyncio.timeout(timeout):
+            rest = await self.process.stderr.read()
+            for line in rest.splitlines():
+                try:
+                    self.events.append(json.loads(line))
+                except ValueError:
+                    self.events.append({"event": "unparsed", "line": line.decode(errors="replace")})
+            return await self.process.wait()
+
+    def kill(self) -> None:
+        if self.process.returncode is None:
+            self.process.kill()
+
+
+class SmtpDialogue:
+    """A raw SMTP connection, for tests that must control every byte and moment."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> SmtpDialogue:
+        reader, writer = await asyncio.open_connection(host, port)
+        dialogue = cls(reader, writer)
+        greeting = await dialogue.reply()
+        assert greeting.startswith("220"), greeting
+        return dialogue
+
+    async def reply(self, timeout: float = 20.0) -> str:
+        """One (possibly multi-line) reply, lines joined with newlines."""
+        lines = []
+        async with asyncio.timeout(timeout):
+            while True:
+                line = (await self.reader.readline()).decode()
+                if not line:
+                    return "\n".join(lines) if lines else "<closed>"
+                lines.append(line.rstrip("\r\n"))
+                if len(line) < 4 or line[3] != "-":
+                    return "\n".join(lines)
+
+    async def command(self, text: str) -> str:
+        self.writer.write(text.encode() + b"\r\n")
+        await self.writer.drain()
+        return await self.reply()
+
+    async def send_raw(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(OSError):
+            await self.writer.wait_closed()

@@ -1,0 +1,159 @@
+"""Config validation: every error at once, each with its YAML path and a hint; secrets hidden."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.config import Cloud, TlsMode, parse_config
+from gateway.errors import ConfigError
+
+MINIMAL = """
+smtp:
+  listeners:
+    - {name: lan, address: 0.0.0.0, port: 2525}
+tenants:
+  - name: contoso
+    tenant_id: 11111111-1111-1111-1111-111111111111
+    client_id: 22222222-2222-2222-2222-222222222222
+    client_secret: ${CONTOSO_SECRET}
+    domains: [contoso.com, "*.contoso.com"]
+spool: {directory: spool}
+"""
+
+
+def parse(text: str, tmp_path: Path, env: dict[str, str] | None = None):
+    return parse_config(text, base_dir=tmp_path, env={"CONTOSO_SECRET": "s3cr3t-value", **(env or {})})
+
+
+def errors_of(text: str, tmp_path: Path, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, base_dir=tmp_path, env=env or {})
+    return [str(issue) for issue in caught.value.issues]
+
+
+def test_minimal_config_gets_safe_defaults(tmp_path: Path) -> None:
+    config = parse(MINIMAL, tmp_path)
+    assert config.spool.directory == tmp_path / "spool"
+    assert config.smtp.max_message_size == 35 * 1024 * 1024
+    assert config.smtp.max_recipients == 500
+    assert config.smtp.listeners[0].tls is TlsMode.NONE
+    # No clients section: only loopback may connect.
+    assert [str(n) for n in config.clients[0].networks] == ["127.0.0.0/8", "::1/128"]
+    tenant = config.tenants[0]
+    assert tenant.cloud is Cloud.GLOBAL
+    assert tenant.authority == "https://login.microsoftonline.com/11111111-1111-1111-1111-111111111111"
+    assert tenant.scope == "https://graph.microsoft.com/.default"
+    assert tenant.client_secret.reveal() == "s3cr3t-value"
+
+
+def test_secret_never_appears_in_repr(tmp_path: Path) -> None:
+    config = parse(MINIMAL, tmp_path)
+    assert "s3cr3t-value" not in repr(config)
+    assert "s3cr3t-value" not in str(config.tenants[0].client_secret)
+
+
+def test_every_error_is_reported_with_its_path(tmp_path: Path) -> None:
+    text = """
+smtp:
+  listners: []
+  max_message_size: 12XB
+clients:
+  - {name: printers, networks: [192.168.10.0/33], senders: [scanner@contoso.com]}
+tenants:
+  - name: contoso
+    tenant_id: t
+    client_secret: ${MISSING_SECRET}
+    domains: [contoso.com, "bad domain"]
+    cloud: mars
+spool: {}
+delivery: {concurrency: 0, request_timeout: soon}
+"""
+    errors = errors_of(text, tmp_path)
+    expected_prefixes = [
+        "smtp.listners: unknown key — did you mean 'listeners'?",
+        "smtp.listeners: at least one listener is required",
+        "smtp.max_message_size: unknown size unit 'XB'",
+        "clients[0].networks[0]: not an IP network: '192.168.10.0/33'",
+        "tenants[0].client_id: is required",
+        "tenants[0].client_secret: environment variable MISSING_SECRET is not set",
+        "tenants[0].domains[1]: not a domain: 'bad domain'",
+        "tenants[0].cloud: unknown value 'mars' — use one of global, usgov, usgov-dod, china",
+        "spool.directory: is required",
+        "delivery.concurrency: must be between 1 and 256, got 0",
+        "delivery.request_timeout: not a duration: 'soon'",
+    ]
+    for prefix in expected_prefixes:
+        assert any(error.startswith(prefix) for error in errors), (prefix, errors)
+
+
+def test_secret_from_file_relative_to_credentials_directory(tmp_path: Path) -> None:
+    credentials = tmp_path / "creds"
+    credentials.mkdir()
+    (credentials / "contoso").write_text("from-systemd\n")
+    text = MINIMAL.replace("client_secret: ${CONTOSO_SECRET}", "client_secret_file: contoso")
+    config = parse_config(text, base_dir=tmp_path, env={"CREDENTIALS_DIRECTORY": str(credentials)})
+    assert config.tenants[0].client_secret.reveal() == "from-systemd"
+
+
+def test_secret_file_missing_names_both_places(tmp_path: Path) -> None:
+    text = MINIMAL.replace("client_secret: ${CONTOSO_SECRET}", "client_secret_file: contoso")
+    errors = errors_of(text, tmp_path, env={"CREDENTIALS_DIRECTORY": "/run/credentials/x"})
+    assert len(errors) == 1
+    assert errors[0].startswith("tenants[0].client_secret_file: file not found: /run/credentials/x/contoso or ")
+
+
+def test_secret_value_is_not_quoted_in_errors(tmp_path: Path) -> None:
+    text = MINIMAL.replace("client_secret: ${CONTOSO_SECRET}",
+                           "client_secret: hunter2-secret\n    client_secret_file: x")
+    errors = errors_of(text, tmp_path, env={"CONTOSO_SECRET": "x"})
+    assert errors == ["tenants[0].client_secret: both client_secret and client_secret_file are set — keep only one"]
+    assert "hunter2" not in "".join(errors)
+
+
+def test_tls_listener_without_certificate_is_an_error(tmp_path: Path) -> None:
+    text = MINIMAL.replace("port: 2525}", "port: 2525, tls: starttls}")
+    errors = errors_of(text, tmp_path, env={"CONTOSO_SECRET": "x"})
+    assert errors == [
+        "smtp.listeners[0].tls: tls: starttls needs a certificate — set smtp.tls.cert_file and "
+        "key_file, or cert_file/key_file on the listener"
+    ]
+
+
+def test_domain_served_by_two_tenants_is_an_error(tmp_path: Path) -> None:
+    text = MINIMAL + """
+  - name: fabrikam
+    tenant_id: t2
+    client_id: c2
+    client_secret: x
+    domains: [contoso.com]
+""".replace("spool: {directory: spool}\n", "")
+    text = text.replace("spool: {directory: spool}\n", "") + "spool: {directory: spool}\n"
+    errors = errors_of(text, tmp_path, env={"CONTOSO_SECRET": "x"})
+    assert any("domain 'contoso.com' is also listed by tenant 'contoso'" in e for e in errors), errors
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
+    errors = errors_of("smtp: {listeners: [\n", tmp_path)
+    assert errors[0].startswith("line ")
+
+
+@pytest.mark.parametrize(
+    ("cloud", "login", "scope"),
+    [
+        ("usgov", "https://login.microsoftonline.us", "https://graph.microsoft.us/.default"),
+        ("usgov-dod", "https://login.microsoftonline.us", "https://dod-graph.microsoft.us/.default"),
+        ("china", "https://login.chinacloudapi.cn", "https://microsoftgraph.chinacloudapi.cn/.default"),
+    ],
+)
+def test_national_clouds_set_endpoints_and_scope(tmp_path: Path, cloud: str, login: str, scope: str) -> None:
+    config = parse(MINIMAL.replace("domains:", f"cloud: {cloud}\n    domains:"), tmp_path)
+    assert config.tenants[0].login_endpoint == login
+    assert config.tenants[0].scope == scope
+
+
+def test_user_password_must_be_a_hash(tmp_path: Path) -> None:
+    text = MINIMAL + "users:\n  - {username: erp, password_hash: plaintext, senders: ['*@contoso.com']}\n"
+    errors = errors_of(text, tmp_path, env={"CONTOSO_SECRET": "x"})
+    assert errors == ["users[0].password_hash: is not a password hash — create one with: smtp-graph-gateway hash-password"]

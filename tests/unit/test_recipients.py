@@ -1,0 +1,76 @@
+"""The envelope decides who receives a MIME submission: Bcc injection and replacement."""
+
+from __future__ import annotations
+
+from email import message_from_bytes, policy
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.mime.recipients import with_envelope_bcc
+
+BASE = (
+    b"From: Scanner <scanner@contoso.com>\r\n"
+    b"To: Alice <alice@contoso.com>,\r\n Bob <BOB@Contoso.com>\r\n"
+    b"Cc: \"Carol, Ops\" <carol@fabrikam.com>, Team: dave@fabrikam.com;\r\n"
+    b"Subject: scan\r\n\r\nbody line\r\n.leading dot kept\r\n"
+)
+
+
+def recipients_of(message: bytes) -> dict[str, list[str]]:
+    parsed = message_from_bytes(message, policy=policy.default)
+    return {
+        name: [a.addr_spec for h in parsed.get_all(name, []) for a in h.addresses]
+        for name in ("to", "cc", "bcc")
+    }
+
+
+def test_envelope_only_recipients_become_bcc_and_nothing_else_changes() -> None:
+    prepared = with_envelope_bcc(BASE, ["alice@contoso.com", "BOB@contoso.com", "dave@fabrikam.com",
+                                        "erin@contoso.com", "frank@other.org"])
+    assert prepared.bcc == ("erin@contoso.com", "frank@other.org")
+    assert prepared.message == b"Bcc: erin@contoso.com, frank@other.org\r\n" + BASE
+
+
+def test_no_injection_when_headers_cover_the_envelope() -> None:
+    prepared = with_envelope_bcc(BASE, ["alice@contoso.com", "carol@fabrikam.com"])
+    assert prepared.message == BASE
+    assert prepared.bcc == ()
+
+
+def test_existing_bcc_header_is_replaced_by_the_envelope() -> None:
+    message = BASE.replace(b"Subject:", b"Bcc: leaked@evil.org,\r\n\tother@evil.org\r\nSubject:")
+    prepared = with_envelope_bcc(message, ["alice@contoso.com", "erin@contoso.com"])
+    assert recipients_of(prepared.message)["bcc"] == ["erin@contoso.com"]
+    assert b"evil.org" not in prepared.message
+
+
+def test_malformed_to_header_is_not_trusted() -> None:
+    message = b"From: a@contoso.com\r\nTo: alice@example.org)<bob@example.org>\r\n\r\nx\r\n"
+    prepared = with_envelope_bcc(message, ["bob@example.org"])
+    assert prepared.headers_untrusted
+    assert prepared.bcc == ("bob@example.org",)
+
+
+def test_many_recipients_fold_under_78_columns() -> None:
+    envelope = [f"user{i:03d}@example.org" for i in range(40)]
+    prepared = with_envelope_bcc(b"From: a@b.org\r\n\r\nx\r\n", envelope)
+    header = prepared.message.split(b"\r\n\r\n")[0]
+    assert all(len(line) <= 78 for line in header.split(b"\r\n"))
+    assert recipients_of(prepared.message)["bcc"] == envelope
+
+
+addresses = st.from_regex(r"[a-z]{1,8}@[a-z]{1,8}\.(org|com)", fullmatch=True)
+
+
+@given(to=st.lists(addresses, max_size=5), envelope=st.lists(addresses, min_size=1, max_size=8))
+def test_every_envelope_recipient_is_addressed_exactly_once(to: list[str], envelope: list[str]) -> None:
+    header = b"To: " + ", ".join(to).encode() + b"\r\n" if to else b""
+    message = b"From: s@contoso.com\r\n" + header + b"Subject: x\r\n\r\nbody\r\n"
+    prepared = with_envelope_bcc(message, envelope)
+    found = recipients_of(prepared.message)
+    addressed = found["to"] + found["cc"] + found["bcc"]
+    for recipient in set(envelope):
+        assert recipient in addressed
+    assert len(found["bcc"]) == len(set(found["bcc"]))
+    assert not set(found["bcc"]) & set(found["to"])
