@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import time
 
 import aiohttp
 import structlog
 
-from gateway.config import Config
+from gateway.config import Config, format_size
 from gateway.delivery.engine import DeliveryEngine
 from gateway.graph.client import GraphClient
 from gateway.graph.tokens import TokenProviders
@@ -60,6 +61,7 @@ class Gateway:
                 tokens=self._tokens,
                 graph=GraphClient(self._session, timeout=self.config.delivery.request_timeout),
                 settings=self.config.delivery,
+                hostname=self.config.smtp.hostname or socket.getfqdn(),
             )
             now = time.time()
             for queue_id, next_attempt in queued:
@@ -71,7 +73,10 @@ class Gateway:
                 )
                 await self.health.start()
             handler = Handler(
-                state=lambda: self._state, spool=self.spool, on_queued=self.engine.submit
+                state=lambda: self._state,
+                spool=self.spool,
+                on_queued=self.engine.submit,
+                capacity=self._capacity_problem,
             )
             self.listeners = Listeners(self.config.smtp, handler)
             await self.listeners.start()
@@ -85,6 +90,19 @@ class Gateway:
             recovered=len(queued),
             tenants=[tenant.name for tenant in self.config.tenants],
         )
+
+    def _capacity_problem(self) -> str | None:
+        """Why new mail cannot be taken right now (queue too deep, disk too full), or None."""
+        settings = self.config.spool
+        if self.engine is not None and self.engine.depth >= settings.max_messages:
+            return f"{self.engine.depth} messages queued (spool.max_messages)"
+        try:
+            free = self.spool.free_bytes()
+        except OSError:
+            return "the spool's file system cannot be read"
+        if free < settings.min_free_space:
+            return f"only {format_size(free)} free in the spool (spool.min_free_space)"
+        return None
 
     def _readiness(self) -> dict[str, bool]:
         return {

@@ -47,10 +47,10 @@ def _parser() -> argparse.ArgumentParser:
         help="where the demo keeps its config, spool and outbox",
     )
 
-    from gateway.emulator import cli as emulator_cli  # noqa: PLC0415 - only for this command
+    from gateway.emulator.cli import add_arguments  # noqa: PLC0415 - only for this command
 
     emulator = commands.add_parser("emulator", help="run the local Graph/Entra emulator")
-    emulator_cli.add_arguments(emulator)
+    add_arguments(emulator)
 
     commands.add_parser("hash-password", help="hash a password for users[].password_hash")
     return parser
@@ -93,9 +93,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.command == "emulator":
         configure_logging("info", "auto")
-        from gateway.emulator import cli as emulator_cli  # noqa: PLC0415
+        from gateway.emulator.cli import run as run_emulator  # noqa: PLC0415
 
-        return emulator_cli.run(args)
+        return run_emulator(args)
     if args.command == "hash-password":
         return _hash_password()
     raise AssertionError(args.command)

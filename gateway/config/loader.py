@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from gateway.addresses import parse_mailbox
 from gateway.config.model import (
     CLOUD_ENDPOINTS,
     Client,
@@ -120,7 +121,7 @@ def _read_config(reader: Reader, document: object, source: Path | None) -> Confi
         clients=clients if root.get("clients") is not None else (LOOPBACK_CLIENT,),
         users=users,
         tenants=tenants,
-        spool=_read_spool(reader, root.get("spool")),
+        spool=_read_spool(reader, root.get("spool"), smtp.max_message_size),
         delivery=_read_delivery(reader, root.get("delivery")),
         http=_read_http(reader, root.get("http")),
         logging=_read_logging(reader, root.get("logging")),
@@ -333,16 +334,31 @@ def _https_url(reader: Reader, node: Mapping[str, Any], key: str, path: str, def
     return url.rstrip("/")
 
 
-def _read_spool(reader: Reader, value: object) -> SpoolSettings:
-    node = reader.mapping(value, "spool", ("directory",)) or {}
+def _read_spool(reader: Reader, value: object, max_message_size: int) -> SpoolSettings:
+    node = reader.mapping(value, "spool", ("directory", "min_free_space", "max_messages")) or {}
     directory = reader.required_string(
         node, "directory", "spool", "e.g. /var/lib/smtp-graph-gateway/spool"
     )
-    return SpoolSettings(directory=reader.resolve_path(directory or "spool"))
+    return SpoolSettings(
+        directory=reader.resolve_path(directory or "spool"),
+        # Postfix's queue_minfree rule: room for one more message of the largest size, and half.
+        min_free_space=reader.size(node, "min_free_space", "spool", int(1.5 * max_message_size)),
+        max_messages=reader.integer(node, "max_messages", "spool", 100_000, minimum=1),
+    )
 
 
 def _read_delivery(reader: Reader, value: object) -> DeliverySettings:
-    keys = ("concurrency", "request_timeout", "token_timeout", "retry_initial", "retry_max")
+    keys = (
+        "concurrency",
+        "request_timeout",
+        "token_timeout",
+        "retry_initial",
+        "retry_max",
+        "max_queue_lifetime",
+        "max_per_mailbox",
+        "mailbox_rate",
+        "postmaster",
+    )
     node = reader.mapping(value, "delivery", keys) or {}
     initial = reader.duration(node, "retry_initial", "delivery", 60.0, minimum=1.0)
     maximum = reader.duration(node, "retry_max", "delivery", 3600.0, minimum=1.0)
@@ -354,7 +370,30 @@ def _read_delivery(reader: Reader, value: object) -> DeliverySettings:
         token_timeout=reader.duration(node, "token_timeout", "delivery", 30.0, minimum=1.0),
         retry_initial=initial,
         retry_max=maximum,
+        max_queue_lifetime=reader.duration(
+            node, "max_queue_lifetime", "delivery", 5 * 86400.0, minimum=1.0
+        ),
+        max_per_mailbox=reader.integer(
+            node, "max_per_mailbox", "delivery", 4, minimum=1, maximum=64
+        ),
+        mailbox_rate=reader.integer(node, "mailbox_rate", "delivery", 30, minimum=0),
+        postmaster=_read_postmaster(reader, node),
     )
+
+
+def _read_postmaster(reader: Reader, node: Mapping[str, Any]) -> str:
+    text = reader.string(node, "postmaster", "delivery") or ""
+    if not text:
+        return ""
+    address = parse_mailbox(text)
+    if address is None:
+        reader.issue(
+            "delivery.postmaster",
+            f"not an address: {text!r}",
+            "a mailbox in a configured tenant, e.g. postmaster@contoso.com",
+        )
+        return ""
+    return str(address)
 
 
 def _read_http(reader: Reader, value: object) -> HttpSettings | None:

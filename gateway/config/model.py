@@ -126,6 +126,8 @@ class SpoolSettings:
     """Where accepted messages are kept until Graph has taken them."""
 
     directory: Path
+    min_free_space: int = 55 * 1024 * 1024  # below this, new mail gets 452 4.3.1
+    max_messages: int = 100_000  # queued + held messages; beyond, new mail gets 452 4.3.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +139,10 @@ class DeliverySettings:
     token_timeout: float = 30.0
     retry_initial: float = 60.0
     retry_max: float = 3600.0
+    max_queue_lifetime: float = 5 * 86400.0
+    max_per_mailbox: int = 4
+    mailbox_rate: int = 30  # messages per minute per sending mailbox; 0 = unpaced
+    postmaster: str = ""  # mailbox that sends delivery status notifications; "" = none
 
 
 @dataclass(frozen=True, slots=True)

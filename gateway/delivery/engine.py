@@ -1,10 +1,13 @@
 """The delivery engine: workers that take queued messages to Graph.
 
-Each attempt leases the message from the spool, routes it by sender, makes the headers agree
-with the envelope, gets a token and posts the MIME to Graph. The answer decides: delivered
-(removed from the spool), permanent failure (held with its reason), or a retry after
-`Retry-After` or an exponential backoff. A message is never dropped: whatever happens, it is
-in the spool in exactly one state.
+A worker takes the next due queue ID, asks the mailbox gates whether that sender's mailbox may
+get another request now (Retry-After windows, pacing, at most four in flight), then leases the
+message, makes its headers agree with the envelope, gets a token and posts the MIME to Graph.
+The answer decides: delivered (removed from the spool), permanent failure (held with its reason,
+and a delivery status notification queued for the sender), or a retry at `Retry-After` or after
+an exponential backoff — until the maximum queue lifetime, when it is held and bounced too.
+Retry times and attempt histories live in the spool, so a restart changes nothing. A message is
+never dropped: whatever happens, it is in the spool in exactly one state.
 """
 
 from __future__ import annotations
@@ -14,23 +17,28 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
 from gateway.addresses import parse_mailbox
 from gateway.config import DeliverySettings
 from gateway.delivery.backoff import backoff_delay
+from gateway.delivery.bounces import Bouncer
 from gateway.delivery.classify import Outcome, classify
+from gateway.delivery.mailboxes import Admit, MailboxGates, WaitUntil
 from gateway.delivery.schedule import Schedule, ScheduleClosedError
 from gateway.errors import TokenError
 from gateway.graph.client import GraphAnswer, GraphClient, GraphTransportError
 from gateway.graph.tokens import TokenProviders
+from gateway.mime.dsn import Failure
 from gateway.mime.recipients import with_envelope_bcc
-from gateway.routing import Router
-from gateway.spool import QueuedMessage, Spool
+from gateway.routing import Route, Router
+from gateway.spool import Envelope, QueuedMessage, Spool
 from gateway.spool.format import CorruptRecord
 
 log = structlog.get_logger("gateway.delivery")
+Logger = Any  # structlog's bound logger
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,9 +50,16 @@ class DeliveryEvent:
     status: int | None = None
     code: str = ""
     reason: str = ""
+    mailbox: str = ""
 
 
 Observer = Callable[[DeliveryEvent], None]
+
+
+def route_for(envelope: Envelope, router: Router) -> Route | None:
+    """Where a queued message goes: by its sender, or by `send_as` for the gateway's own mail."""
+    address = parse_mailbox(envelope.send_as or envelope.mail_from)
+    return router.route(address) if address else None
 
 
 class DeliveryEngine:
@@ -58,6 +73,7 @@ class DeliveryEngine:
         tokens: TokenProviders,
         graph: GraphClient,
         settings: DeliverySettings,
+        hostname: str = "",
         rng: random.Random | None = None,
     ) -> None:
         self._spool = spool
@@ -67,8 +83,13 @@ class DeliveryEngine:
         self._settings = settings
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self._schedule = Schedule()
+        self._gates = MailboxGates(
+            max_in_flight=settings.max_per_mailbox, rate_per_minute=settings.mailbox_rate
+        )
+        self._bouncer = Bouncer(spool, settings.postmaster, hostname)
+        self._mailboxes: dict[str, str] = {}
+        self._known: set[str] = set()
         self._workers: list[asyncio.Task[None]] = []
-        self._attempts: dict[str, int] = {}
         self._busy = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -80,9 +101,23 @@ class DeliveryEngine:
         """Deliveries under way right now."""
         return self._busy
 
-    def submit(self, queue_id: str, delay: float = 0.0) -> None:
-        """Schedule a queued message for delivery."""
+    @property
+    def depth(self) -> int:
+        """Messages queued or being delivered."""
+        return len(self._known)
+
+    def submit(self, queue_id: str, delay: float = 0.0, mailbox: str = "") -> None:
+        """Schedule a queued message (optionally telling which mailbox it is sent as)."""
+        self._known.add(queue_id)
+        if mailbox:
+            self._mailboxes[queue_id] = mailbox.lower()
         self._schedule.add(queue_id, delay)
+
+    def forget(self, queue_id: str) -> None:
+        """The message left the queue (delivered, held, deleted): drop what we know of it."""
+        self._known.discard(queue_id)
+        self._mailboxes.pop(queue_id, None)
+        self._gates.forget(queue_id)
 
     def start(self) -> None:
         """Start the workers."""
@@ -122,18 +157,52 @@ class DeliveryEngine:
             try:
                 await self._attempt(queue_id)
             except Exception:
-                # A bug must not kill the worker or lose the message: it stays in active/
-                # until the next start, and the worker goes on with other mail.
+                # A bug must not kill the worker or lose the message: it stays in the spool
+                # (at worst in active/, until the next start) and the worker goes on.
                 log.exception("delivery_crashed", queue_id=queue_id)
             finally:
                 self._busy -= 1
                 if self._busy == 0:
                     self._idle.set()
 
+    async def _mailbox_of(self, queue_id: str) -> str | None:
+        mailbox = self._mailboxes.get(queue_id)
+        if mailbox is None:
+            try:
+                envelope = await asyncio.to_thread(self._spool.peek, queue_id)
+            except CorruptRecord:
+                return ""  # lease() moves it to corrupt/ and logs it
+            if envelope is None:
+                return None
+            route = route_for(envelope, self._router())
+            mailbox = self._mailboxes[queue_id] = route.mailbox.lower() if route else ""
+        return mailbox
+
     async def _attempt(self, queue_id: str) -> None:
+        mailbox = await self._mailbox_of(queue_id)
+        if mailbox is None:
+            self.forget(queue_id)  # deleted or held by an administrator meanwhile
+            return
+        if mailbox:
+            decision = self._gates.decide(queue_id, mailbox, time.monotonic())
+            if isinstance(decision, WaitUntil):
+                self._schedule.add(queue_id, decision.when - time.monotonic())
+                return
+            if not isinstance(decision, Admit):
+                return  # queued behind the mailbox's requests in flight; release() resubmits
+        try:
+            await self._deliver(queue_id)
+        finally:
+            if mailbox:
+                waiting = self._gates.release(mailbox)
+                if waiting is not None and not self._stopping:
+                    self._schedule.add(waiting)
+
+    async def _deliver(self, queue_id: str) -> None:
         try:
             queued = await asyncio.to_thread(self._spool.lease, queue_id)
         except CorruptRecord as error:
+            self.forget(queue_id)
             log.error(
                 "spool_corrupt",
                 queue_id=queue_id,
@@ -142,20 +211,19 @@ class DeliveryEngine:
             )
             return
         if queued is None:
+            self.forget(queue_id)
             return
-        attempt = self._attempts.get(queue_id, 0) + 1
-        self._attempts[queue_id] = attempt
+        attempt = queued.attempts + 1
         bound = log.bind(queue_id=queue_id, attempt=attempt)
-        sender = parse_mailbox(queued.envelope.mail_from)
-        route = self._router().route(sender) if sender else None
+        route = route_for(queued.envelope, self._router())
         if route is None:
             await self._defer(
                 queued,
                 attempt,
-                None,
                 bound,
-                reason="no tenant serves the sender's domain any more; "
-                "add it to a tenant's domains",
+                reason="no tenant serves the sender's "
+                "domain any more; add it to a tenant's domains",
+                config=True,
             )
             return
         prepared = with_envelope_bcc(queued.message, list(queued.envelope.rcpt_tos))
@@ -163,7 +231,7 @@ class DeliveryEngine:
         provider = self._tokens.for_tenant(route.tenant)
         answer: GraphAnswer | None = None
         outcome = Outcome()
-        for _try in range(2):
+        for _refresh in range(2):
             try:
                 token = await provider.get()
                 answer = await self._graph.send_mime(
@@ -175,7 +243,7 @@ class DeliveryEngine:
                 )
             except TokenError as error:
                 await self._defer(
-                    queued, attempt, None, bound, reason=error.reason, code=error.code
+                    queued, attempt, bound, reason=error.reason, code=error.code, config=True
                 )
                 return
             except GraphTransportError as error:
@@ -183,26 +251,28 @@ class DeliveryEngine:
                     bound.warning(
                         "delivery_ambiguous",
                         reason=error.reason,
-                        note="Graph may have accepted it; a retry may duplicate",
+                        note="Graph may have accepted it; the retry may duplicate it",
                     )
-                await self._defer(queued, attempt, None, bound, reason=error.reason)
+                await self._defer(queued, attempt, bound, reason=error.reason)
                 return
             outcome = classify(answer.status, answer.code)
             if not outcome.refresh_token:
                 break
             provider.invalidate()
         assert answer is not None
-        await self._finish(queued, attempt, answer, outcome, bound)
+        await self._finish(queued, attempt, answer, outcome=outcome, route=route, bound=bound)
 
     async def _finish(
         self,
         queued: QueuedMessage,
         attempt: int,
         answer: GraphAnswer,
+        *,
         outcome: Outcome,
-        bound: structlog.typing.FilteringBoundLogger,
+        route: Route,
+        bound: Logger,
     ) -> None:
-        details = {
+        details: dict[str, Any] = {
             "status": answer.status,
             "code": answer.code,
             "request_id": answer.request_id,
@@ -210,42 +280,47 @@ class DeliveryEngine:
         }
         if outcome.delivered:
             await asyncio.to_thread(self._spool.complete, queued.queue_id)
-            self._attempts.pop(queued.queue_id, None)
+            self.forget(queued.queue_id)
             bound.info("delivered", recipients=len(queued.envelope.rcpt_tos), **details)
-            self._notify(DeliveryEvent(queued.queue_id, "delivered", answer.status, answer.code))
+            self._notify(
+                DeliveryEvent(
+                    queued.queue_id, "delivered", answer.status, answer.code, mailbox=route.mailbox
+                )
+            )
             return
         if outcome.permanent:
-            reason = {
-                "reason": outcome.explanation,
-                "graph_message": answer.message,
-                "attempts": attempt,
-                **details,
-            }
-            await asyncio.to_thread(self._spool.hold, queued.queue_id, reason)
-            self._attempts.pop(queued.queue_id, None)
-            bound.error("held", reason=outcome.explanation, **details)
-            event = DeliveryEvent(
-                queued.queue_id, "held", answer.status, answer.code, outcome.explanation
+            failure = Failure(
+                queued.envelope.rcpt_tos,
+                "5.0.0",
+                f"{answer.status} {answer.code}".strip(),
+                outcome.explanation,
             )
-            self._notify(event)
+            await self._hold(
+                queued, attempt, failure, bound, graph_message=answer.message, **details
+            )
             return
+        if answer.retry_after is not None:
+            self._gates.block(route.mailbox, time.monotonic() + answer.retry_after)
         await self._defer(
-            queued, attempt, answer.retry_after, bound, reason=outcome.explanation, **details
+            queued,
+            attempt,
+            bound,
+            reason=outcome.explanation,
+            retry_after=answer.retry_after,
+            config=answer.code == "ErrorAccessDenied",
+            **details,
         )
-
-    def _notify(self, event: DeliveryEvent) -> None:
-        for observer in self.observers:
-            observer(event)
 
     async def _defer(
         self,
         queued: QueuedMessage,
         attempt: int,
-        retry_after: float | None,
-        bound: structlog.typing.FilteringBoundLogger,
+        bound: Logger,
         *,
         reason: str,
-        **details: object,
+        retry_after: float | None = None,
+        config: bool = False,
+        **details: Any,
     ) -> None:
         delay = (
             retry_after
@@ -257,7 +332,22 @@ class DeliveryEngine:
                 rng=self._rng,
             )
         )
-        await asyncio.to_thread(self._spool.release, queued.queue_id, time.time() + delay)
+        age = time.time() - queued.envelope.received_at
+        if age + delay > self._settings.max_queue_lifetime:
+            failure = Failure(
+                queued.envelope.rcpt_tos,
+                "4.4.7",
+                f"{details.get('status', '')} {details.get('code', '')}".strip() or reason,
+                f"gave up after {attempt} attempts: {reason}",
+            )
+            # Credential and permission problems are the administrator's to fix: hold the
+            # message for release, but do not bounce it to the sender.
+            await self._hold(
+                queued, attempt, failure, bound, "", bounce=not config, expired=True, **details
+            )
+            return
+        record = {"at": time.time(), "result": "deferred", "reason": reason, **details}
+        await asyncio.to_thread(self._spool_defer, queued.queue_id, record, time.time() + delay)
         bound.warning(
             "deferred",
             reason=reason,
@@ -266,8 +356,64 @@ class DeliveryEngine:
             **details,
         )
         if not self._stopping:
-            self.submit(queued.queue_id, delay)
-        status = details.get("status")
-        code = str(details.get("code", ""))
-        status_code = status if isinstance(status, int) else None
-        self._notify(DeliveryEvent(queued.queue_id, "deferred", status_code, code, reason))
+            self._schedule.add(queued.queue_id, delay)
+        self._notify(
+            DeliveryEvent(
+                queued.queue_id,
+                "deferred",
+                details.get("status"),
+                str(details.get("code", "")),
+                reason,
+            )
+        )
+
+    def _spool_defer(self, queue_id: str, record: dict[str, Any], next_attempt: float) -> None:
+        self._spool.record_attempt(queue_id, record)
+        self._spool.release(queue_id, next_attempt)
+
+    async def _hold(
+        self,
+        queued: QueuedMessage,
+        attempt: int,
+        failure: Failure,
+        bound: Logger,
+        graph_message: str,
+        *,
+        bounce: bool = True,
+        expired: bool = False,
+        **details: Any,
+    ) -> None:
+        reason = {
+            "reason": failure.explanation,
+            "graph_message": graph_message,
+            "attempts": attempt,
+            "expired": expired,
+            **details,
+        }
+        await asyncio.to_thread(self._spool.hold, queued.queue_id, reason)
+        self.forget(queued.queue_id)
+        bound.error("held", reason=failure.explanation, expired=expired, **details)
+        if bounce:
+            notice = await asyncio.to_thread(self._bouncer.bounce, queued, failure)
+            if notice.queue_id:
+                self.submit(notice.queue_id)
+            log.info(
+                "bounce",
+                queue_id=queued.queue_id,
+                sent=bool(notice.queue_id),
+                dsn_queue_id=notice.queue_id or None,
+                reason=notice.reason,
+            )
+        self._notify(
+            DeliveryEvent(
+                queued.queue_id,
+                "held",
+                details.get("status"),
+                str(details.get("code", "")),
+                failure.explanation,
+            )
+        )
+
+    def _notify(self, event: DeliveryEvent) -> None:
+        for observer in self.observers:
+            observer(event)

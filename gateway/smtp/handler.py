@@ -48,11 +48,13 @@ class Handler:
         *,
         state: Callable[[], PolicyState],
         spool: Spool,
-        on_queued: Callable[[str], None],
+        on_queued: Callable[[str, float, str], None],
+        capacity: Callable[[], str | None] = lambda: None,
     ) -> None:
         self._state = state
         self._spool = spool
         self._on_queued = on_queued
+        self._capacity = capacity
 
     def connect(self, session: GatewaySession) -> Reply | None:
         """Before the greeting: is this peer a configured client? A reply means no."""
@@ -89,6 +91,11 @@ class Handler:
         """Check the envelope sender: syntax, allowed for this client, routed to a tenant."""
         assert session.client is not None
         state = self._state()
+        shortage = self._capacity()
+        if shortage is not None:
+            error = PolicyError(replies.SPOOL_UNAVAILABLE, f"{shortage}; new mail is refused")
+            self._refused(session, "MAIL", error, sender=address)
+            return str(error.reply)
         try:
             sender, route = policy.check_sender(address, session.client, state.router)
         except PolicyError as error:
@@ -147,7 +154,7 @@ class Handler:
                 reason=error.args[0],
             )
             return str(replies.SPOOL_UNAVAILABLE)
-        self._on_queued(queue_id)
+        self._on_queued(queue_id, 0.0, session.route.mailbox if session.route else "")
         log.info(
             "transaction",
             session=session.session_id,

@@ -11,7 +11,6 @@ import json
 import secrets
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 MAGIC = b"SGG1"
 
@@ -46,14 +45,14 @@ def encode(envelope: Envelope, message: bytes) -> bytes:
     return b"".join((MAGIC, b" ", str(len(header)).encode("ascii"), b"\n", header, message))
 
 
-def _split(first: bytes) -> int:
+def split_head(first: bytes) -> int:
     magic, _, length_text = first.partition(b" ")
     if magic != MAGIC or not length_text.isdigit():
         raise CorruptRecord("not a queue file")
     return int(length_text)
 
 
-def _envelope(header: bytes) -> Envelope:
+def parse_envelope(header: bytes) -> Envelope:
     try:
         fields = json.loads(header)
         fields["rcpt_tos"] = tuple(fields["rcpt_tos"])
@@ -62,20 +61,13 @@ def _envelope(header: bytes) -> Envelope:
         raise CorruptRecord(f"unreadable envelope: {error}") from None
 
 
-def read_envelope(path: Path) -> Envelope:
-    """The envelope of a queue file, reading only its head."""
-    with path.open("rb") as handle:
-        length = _split(handle.readline().rstrip(b"\n"))
-        return _envelope(handle.read(length))
-
-
 def decode(data: bytes) -> tuple[Envelope, bytes]:
     """Envelope and message from queue-file bytes; `CorruptRecord` if it is not complete."""
     first, newline, rest = data.partition(b"\n")
     if not newline:
         raise CorruptRecord("not a queue file")
-    length = _split(first)
-    envelope = _envelope(rest[:length])
+    length = split_head(first)
+    envelope = parse_envelope(rest[:length])
     message = rest[length:]
     if len(message) != envelope.size:
         raise CorruptRecord(f"message is {len(message)} bytes, envelope says {envelope.size}")

@@ -39,7 +39,8 @@ from gateway.spool.format import (
     decode,
     encode,
     new_queue_id,
-    read_envelope,
+    parse_envelope,
+    split_head,
 )
 
 STATES = ("queue", "active", "hold", "corrupt")
@@ -69,6 +70,13 @@ class Entry:
     state: str
     next_attempt: float
     size: int
+
+
+def read_envelope(path: Path) -> Envelope:
+    """The envelope of a queue file, reading only its head."""
+    with path.open("rb") as handle:
+        length = split_head(handle.readline().rstrip(b"\n"))
+        return parse_envelope(handle.read(length))
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -208,6 +216,13 @@ class Spool:
             os.replace(active, self._path("corrupt", queue_id))
             raise
         return QueuedMessage(envelope, message, len(self.attempts(queue_id)))
+
+    def peek(self, queue_id: str) -> Envelope | None:
+        """The envelope of a queued message without leasing it; None if it is not queued."""
+        try:
+            return read_envelope(self._path("queue", queue_id))
+        except FileNotFoundError:
+            return None
 
     def release(self, queue_id: str, next_attempt: float) -> None:
         """Put a leased message back in the queue, not to be tried before `next_attempt`."""

@@ -1,0 +1,105 @@
+"""Per-mailbox pacing, the way Exchange Online wants it.
+
+Graph allows four concurrent requests per mailbox, Exchange sends 30 messages a minute per
+mailbox, and a 429's `Retry-After` means no request for that mailbox until it has passed. This
+module decides, for one message about to be sent as one mailbox, whether it may go now. Pure:
+the clock is passed in.
+
+- `blocked`: the mailbox is in a `Retry-After` window; try again at its end.
+- pacing: each message reserves the next free slot of its mailbox (one every 60/rate seconds);
+  a message whose slot is in the future waits for exactly that slot, so a burst of 500 queues
+  in order instead of all of them waking up every time a slot frees.
+- concurrency: at most `max_in_flight` at once; the rest wait in line and are handed back one by
+  one as requests finish.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Admit:
+    """Send now; call `MailboxGates.release` when the request has finished."""
+
+
+@dataclass(frozen=True, slots=True)
+class WaitUntil:
+    """Try again at `when` (clock time)."""
+
+    when: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """The mailbox has its maximum in flight; the ID comes back from `release`."""
+
+
+Decision = Admit | WaitUntil | Queued
+
+
+@dataclass
+class _Mailbox:
+    in_flight: int = 0
+    blocked_until: float = 0.0
+    next_slot: float = 0.0
+    waiting: deque[str] = field(default_factory=deque)
+
+
+class MailboxGates:
+    """Concurrency, pacing and Retry-After windows for every sending mailbox."""
+
+    def __init__(self, *, max_in_flight: int, rate_per_minute: int) -> None:
+        self._max = max_in_flight
+        self._interval = 60.0 / rate_per_minute if rate_per_minute > 0 else 0.0
+        self._mailboxes: dict[str, _Mailbox] = {}
+        self._reserved: dict[str, float] = {}
+
+    def _get(self, mailbox: str) -> _Mailbox:
+        key = mailbox.lower()
+        state = self._mailboxes.get(key)
+        if state is None:
+            state = self._mailboxes[key] = _Mailbox()
+        return state
+
+    def decide(self, queue_id: str, mailbox: str, now: float) -> Decision:
+        """May `queue_id` be sent as `mailbox` at `now`?"""
+        state = self._get(mailbox)
+        if now < state.blocked_until:
+            return WaitUntil(state.blocked_until, "mailbox throttled by Graph (Retry-After)")
+        if self._interval:
+            slot = self._reserved.get(queue_id)
+            if slot is None:
+                slot = max(now, state.next_slot)
+                state.next_slot = slot + self._interval
+                self._reserved[queue_id] = slot
+            if slot > now:
+                return WaitUntil(slot, "mailbox sending rate")
+        if state.in_flight >= self._max:
+            if queue_id not in state.waiting:
+                state.waiting.append(queue_id)
+            return Queued()
+        self._reserved.pop(queue_id, None)
+        state.in_flight += 1
+        return Admit()
+
+    def release(self, mailbox: str) -> str | None:
+        """A request as `mailbox` finished; the next waiting queue ID, if any, to submit."""
+        state = self._get(mailbox)
+        state.in_flight = max(0, state.in_flight - 1)
+        return state.waiting.popleft() if state.waiting else None
+
+    def block(self, mailbox: str, until: float) -> None:
+        """Graph said `Retry-After`: no request as `mailbox` before `until`."""
+        state = self._get(mailbox)
+        state.blocked_until = max(state.blocked_until, until)
+
+    def forget(self, queue_id: str) -> None:
+        """Drop any slot reserved by a message that left the queue."""
+        self._reserved.pop(queue_id, None)
+
+    def in_flight(self, mailbox: str) -> int:
+        """Requests as `mailbox` under way."""
+        return self._get(mailbox).in_flight
