@@ -18,6 +18,7 @@ import aiohttp
 import structlog
 
 from gateway.config import Config, format_size
+from gateway.control import ControlServer
 from gateway.delivery.engine import DeliveryEngine
 from gateway.graph.client import GraphClient
 from gateway.graph.tokens import TokenProviders
@@ -26,6 +27,7 @@ from gateway.routing import Router
 from gateway.smtp.handler import Handler, PolicyState
 from gateway.smtp.listeners import Listeners
 from gateway.spool import Spool
+from gateway.spool.admin import Listener, QueueAdmin
 
 log = structlog.get_logger("gateway")
 
@@ -39,6 +41,7 @@ class Gateway:
         self.spool = Spool(config.spool.directory)
         self._session: aiohttp.ClientSession | None = None
         self._tokens: TokenProviders | None = None
+        self._control: ControlServer | None = None
         self.engine: DeliveryEngine | None = None
         self.listeners: Listeners | None = None
         self.health: HealthServer | None = None
@@ -67,6 +70,8 @@ class Gateway:
             for queue_id, next_attempt in queued:
                 self.engine.submit(queue_id, max(0.0, next_attempt - now))
             self.engine.start()
+            self._control = ControlServer(self.spool.directory, self._queue_admin(self.engine))
+            await self._control.start()
             if self.config.http is not None:
                 self.health = HealthServer(
                     self.config.http.address, self.config.http.port, self._readiness
@@ -89,6 +94,17 @@ class Gateway:
             listeners=len(self.listeners.bound),
             recovered=len(queued),
             tenants=[tenant.name for tenant in self.config.tenants],
+        )
+
+    def _queue_admin(self, engine: DeliveryEngine) -> QueueAdmin:
+        """Queue commands run in a thread; they tell the engine through the event loop."""
+        loop = asyncio.get_running_loop()
+        return QueueAdmin(
+            self.spool,
+            Listener(
+                queued=lambda queue_id: loop.call_soon_threadsafe(engine.submit, queue_id),
+                removed=lambda queue_id: loop.call_soon_threadsafe(engine.forget, queue_id),
+            ),
         )
 
     def _capacity_problem(self) -> str | None:
@@ -150,6 +166,9 @@ class Gateway:
             self.listeners.close()
         if self.engine is not None:
             await self.engine.drain(0)
+        if self._control is not None:
+            await self._control.stop()
+            self._control = None
         if self.health is not None:
             await self.health.stop()
         if self._session is not None:

@@ -53,6 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     add_arguments(emulator)
 
     commands.add_parser("hash-password", help="hash a password for users[].password_hash")
+
+    from gateway.queue_cli import add_arguments as add_queue_arguments  # noqa: PLC0415
+
+    add_queue_arguments(commands.add_parser("queue", help="list and manage queued mail"))
     return parser
 
 
@@ -98,6 +102,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_emulator(args)
     if args.command == "hash-password":
         return _hash_password()
+    if args.command == "queue":
+        from gateway.queue_cli import run as run_queue  # noqa: PLC0415
+
+        return run_queue(args)
     raise AssertionError(args.command)
 
 

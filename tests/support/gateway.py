@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import smtplib
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,9 @@ class Running:
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
+        # Clients get their own threads: the gateway's spool writes use the default executor,
+        # and blocked clients must not starve the server they are waiting for.
+        self.clients = ThreadPoolExecutor(max_workers=32, thread_name_prefix="smtp-client")
         self.events: asyncio.Queue[DeliveryEvent] = asyncio.Queue()
         assert gateway.engine is not None
         gateway.engine.observers.append(self.events.put_nowait)
@@ -73,7 +77,7 @@ class Running:
             with smtplib.SMTP(host, port, timeout=30) as client:
                 return client.sendmail(sender, recipients, message)
 
-        return await asyncio.to_thread(transaction)
+        return await asyncio.get_running_loop().run_in_executor(self.clients, transaction)
 
     async def session(self, dialogue: Callable[[smtplib.SMTP], Any]) -> Any:
         """Run `dialogue(client)` on a fresh smtplib connection in a thread (the gateway shares
@@ -84,7 +88,7 @@ class Running:
             with smtplib.SMTP(host, port, timeout=30) as client:
                 return dialogue(client)
 
-        return await asyncio.to_thread(run)
+        return await asyncio.get_running_loop().run_in_executor(self.clients, run)
 
     async def next_event(self, timeout: float = 20.0,
                          accept: Callable[[DeliveryEvent], bool] = lambda e: True) -> DeliveryEvent:
@@ -106,7 +110,9 @@ async def run_gateway(config: Config) -> AsyncIterator[Running]:
     """Start the whole daemon (listeners, spool, workers) and shut it down afterwards."""
     gateway = Gateway(config)
     await gateway.startup()
+    running = Running(gateway)
     try:
-        yield Running(gateway)
+        yield running
     finally:
         await gateway.shutdown()
+        running.clients.shutdown(wait=True)

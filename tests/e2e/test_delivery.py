@@ -1,0 +1,135 @@
+"""Delivery under Graph's limits and failures: pacing, Retry-After, outages, holds and bounces."""
+
+from __future__ import annotations
+
+import asyncio
+from email import message_from_bytes, policy
+from pathlib import Path
+
+from gateway.emulator import Emulator, Faults
+from tests.e2e.test_pipeline import MESSAGE
+from tests.support.gateway import make_config, run_gateway
+
+FAST_RETRY = {"retry_initial": "1s", "retry_max": "2s", "concurrency": 8, "mailbox_rate": 0}
+
+
+def numbered(index: int, sender: str = "scanner@contoso.com") -> bytes:
+    return (MESSAGE.replace(b"scan-0001", f"scan-{index:04d}".encode())
+            .replace(b"scanner@contoso.com", sender.encode()))
+
+
+async def send_many(gateway, count: int, sender: str = "scanner@contoso.com") -> None:
+    async def one(index: int) -> None:
+        assert await gateway.send(sender, ["alice@contoso.com"], numbered(index, sender)) == {}
+    await asyncio.gather(*(one(index) for index in range(count)))
+
+
+async def test_no_more_than_four_requests_per_mailbox_at_once(tmp_path: Path, emulator: Emulator) -> None:
+    emulator.set_faults(Faults(latency_ms=300))
+    config = make_config(tmp_path, emulator, delivery=FAST_RETRY)
+    async with run_gateway(config) as gateway:
+        await send_many(gateway, 12)
+        await gateway.delivered(12, timeout=30)
+    assert emulator.stats.max_concurrency_by_mailbox["scanner@contoso.com"] == 4
+
+
+async def test_retry_after_is_honoured_for_the_mailbox(tmp_path: Path, emulator: Emulator) -> None:
+    emulator.set_faults(Faults(throttle_count=1, throttle_retry_after=2))
+    config = make_config(tmp_path, emulator, delivery=FAST_RETRY)
+    async with run_gateway(config) as gateway:
+        assert await gateway.send("scanner@contoso.com", ["alice@contoso.com"], numbered(0)) == {}
+        throttled = await gateway.next_event()
+        assert (throttled.result, throttled.status) == ("deferred", 429)
+        answered = len(emulator.stats.requests)
+        await send_many(gateway, 3)
+        await gateway.delivered(4, timeout=30)
+    first = emulator.stats.requests[answered - 1]
+    later = emulator.stats.requests[answered:]
+    assert first.status == 429
+    assert len(later) == 4
+    assert min(r.time for r in later) - first.time >= 1.9  # nothing before Retry-After (2 s)
+
+
+async def test_sending_rate_paces_a_burst(tmp_path: Path, emulator: Emulator) -> None:
+    config = make_config(tmp_path, emulator, delivery={**FAST_RETRY, "mailbox_rate": 120})
+    async with run_gateway(config) as gateway:
+        await send_many(gateway, 3)
+        await gateway.delivered(3, timeout=30)
+    times = sorted(r.time for r in emulator.stats.requests if r.status == 202)
+    # 120 a minute: one every 0.5 s (the first also waited for its token, so compare 2nd/3rd).
+    assert times[2] - times[1] >= 0.45
+
+
+async def test_outage_is_invisible_to_smtp_clients(tmp_path: Path, emulator: Emulator) -> None:
+    emulator.set_faults(Faults(outage_seconds=2.5))
+    config = make_config(tmp_path, emulator, delivery=FAST_RETRY)
+    async with run_gateway(config) as gateway:
+        await send_many(gateway, 10)  # every one answered 250 during the outage
+        await gateway.delivered(10, timeout=30)
+    ids = {m.mime.split(b"Message-ID: <")[1].split(b">")[0] for m in emulator.delivered()}
+    assert len(ids) == 10
+    assert emulator.stats.by_status.get(503, 0) >= 10
+
+
+async def test_permanent_error_is_held_and_bounced_once(tmp_path: Path, emulator: Emulator) -> None:
+    emulator.set_faults(Faults(mailbox_errors={"scanner@contoso.com": "ErrorSendAsDenied"}))
+    delivery = {**FAST_RETRY, "postmaster": "postmaster@contoso.com"}
+    async with run_gateway(make_config(tmp_path, emulator, delivery=delivery)) as gateway:
+        assert await gateway.send("scanner@contoso.com", ["alice@contoso.com"], MESSAGE) == {}
+        held = await gateway.next_event(accept=lambda e: e.result == "held")
+        [notice] = await gateway.delivered(1)
+    assert held.code == "ErrorSendAsDenied"
+    [dsn] = emulator.delivered()
+    assert dsn.mailbox == "postmaster@contoso.com"
+    report = message_from_bytes(dsn.mime, policy=policy.default)
+    assert report.get_content_type() == "multipart/report"
+    assert report["To"] == "scanner@contoso.com"
+    assert "ErrorSendAsDenied" in dsn.mime.decode(errors="replace")
+    assert notice.queue_id != held.queue_id
+    assert (tmp_path / "spool" / "hold" / f"{held.queue_id}.msg").exists()
+
+
+async def test_failed_notification_is_never_bounced(tmp_path: Path, emulator: Emulator) -> None:
+    # The postmaster mailbox itself is broken: its notification is held, and nothing loops.
+    emulator.set_faults(Faults(mailbox_errors={"scanner@contoso.com": "ErrorSendAsDenied",
+                                               "postmaster@contoso.com": "ErrorSendAsDenied"}))
+    delivery = {**FAST_RETRY, "postmaster": "postmaster@contoso.com"}
+    async with run_gateway(make_config(tmp_path, emulator, delivery=delivery)) as gateway:
+        assert await gateway.send("scanner@contoso.com", ["alice@contoso.com"], MESSAGE) == {}
+        first = await gateway.next_event(accept=lambda e: e.result == "held")
+        second = await gateway.next_event(accept=lambda e: e.result == "held")
+        assert first.queue_id != second.queue_id
+        await asyncio.sleep(0.5)
+        assert gateway.events.empty()
+    assert len(list((tmp_path / "spool" / "hold").glob("*.msg"))) == 2
+    assert emulator.delivered() == []
+
+
+async def test_message_past_its_lifetime_is_held_and_bounced(tmp_path: Path, emulator: Emulator) -> None:
+    emulator.set_faults(Faults(mailbox_errors={}, outage_seconds=60))
+    delivery = {**FAST_RETRY, "max_queue_lifetime": "2s", "postmaster": "postmaster@contoso.com"}
+    async with run_gateway(make_config(tmp_path, emulator, delivery=delivery)) as gateway:
+        assert await gateway.send("scanner@contoso.com", ["alice@contoso.com"], MESSAGE) == {}
+        held = await gateway.next_event(accept=lambda e: e.result == "held", timeout=30)
+        emulator.set_faults(Faults())
+        await gateway.delivered(1, timeout=30)  # the notification
+    reason = (tmp_path / "spool" / "hold" / f"{held.queue_id}.reason.json").read_text()
+    assert '"expired": true' in reason
+    [dsn] = emulator.delivered()
+    assert b"Status: 4.4.7" in dsn.mime
+
+
+async def test_queue_depth_limit_answers_452(tmp_path: Path, emulator: Emulator) -> None:
+    emulator.set_faults(Faults(outage_seconds=60))
+    config = make_config(tmp_path, emulator, delivery=FAST_RETRY,
+                         spool={"directory": str(tmp_path / "spool"), "max_messages": 2})
+    async with run_gateway(config) as gateway:
+        await send_many(gateway, 2)
+
+        def third(client):
+            client.ehlo()
+            return client.mail("scanner@contoso.com")
+
+        code, text = await gateway.session(third)
+    assert (code, text[:5]) == (452, b"4.3.1")
+    assert len(list((tmp_path / "spool" / "queue").glob("*.msg"))) == 2
