@@ -1,0 +1,191 @@
+"""`smtp-graph-gateway emulator`: run the Entra/Graph stand-in from the command line.
+
+`add_arguments` fills a subcommand's parser and `run` serves until SIGINT or SIGTERM, then
+returns 0; 78 (EX_CONFIG, as the main command) if an apps/faults file is unusable, 1 if the
+address cannot be bound. It never exits the process itself. `python -m gateway.emulator.cli …`
+runs it standalone. It prints where everything is, for example:
+
+    emulator ready
+      login endpoint: https://127.0.0.1:8443
+      graph endpoint: https://127.0.0.1:8443/v1.0
+      CA file:        /tmp/graph-emulator-x1y2/ca.pem
+      outbox:         /tmp/graph-emulator-x1y2/outbox
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+from gateway.emulator.faults import Faults
+from gateway.emulator.server import Emulator
+from gateway.emulator.settings import EmulatorApp, EmulatorSettings, load_apps
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 78
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """`HOST:PORT` or `[IPv6]:PORT` → (host, port)."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+    if host.startswith("["):
+        if not host.endswith("]"):
+            raise argparse.ArgumentTypeError(f"unbalanced brackets in {value!r}")
+        host = host[1:-1]
+    elif ":" in host:
+        raise argparse.ArgumentTypeError(f"write IPv6 addresses in brackets: [{host}]:{port_text}")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {port_text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range: {port}")
+    return host, port
+
+
+def _rate(value: str) -> float:
+    rate = float(value)
+    if not 0.0 <= rate <= 1.0:
+        raise argparse.ArgumentTypeError(f"a rate is between 0 and 1, not {value}")
+    return rate
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--listen",
+        type=parse_listen,
+        default=("127.0.0.1", 8443),
+        metavar="HOST:PORT",
+        help="address to serve HTTPS on (default 127.0.0.1:8443; port 0 picks a free port; "
+        "IPv6 as [::1]:8443)",
+    )
+    parser.add_argument("--ca-out", type=Path, metavar="FILE", help="also write the CA PEM here")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        metavar="DIR",
+        help="where the CA, server key and outbox/ live (default: a new temporary directory)",
+    )
+    parser.add_argument(
+        "--apps",
+        type=Path,
+        metavar="FILE",
+        help="YAML list of app registrations (tenant_id, client_id, client_secret or "
+        "certificate_file, roles); without it any tenant and credentials are accepted",
+    )
+    parser.add_argument("--faults", type=Path, metavar="FILE", help="YAML/JSON fault settings")
+    parser.add_argument("--latency", type=int, metavar="MS", help="added to every Graph request")
+    parser.add_argument(
+        "--throttle-rate", type=_rate, metavar="R", help="probability of a 429 per Graph request"
+    )
+    parser.add_argument(
+        "--throttle-retry-after", type=int, metavar="S", help="Retry-After of throttled answers"
+    )
+    parser.add_argument(
+        "--unavailable-rate", type=_rate, metavar="R", help="probability of a 503 per request"
+    )
+    parser.add_argument("--seed", type=int, help="seed for the fault rates (reproducible runs)")
+    parser.add_argument(
+        "--token-lifetime", type=int, default=3599, metavar="S", help="expires_in of tokens"
+    )
+
+
+def settings_from_args(args: argparse.Namespace) -> EmulatorSettings:
+    """Build the settings; ValueError/TypeError/OSError name what is wrong."""
+    host, port = args.listen
+    state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="graph-emulator-"))
+    apps: tuple[EmulatorApp, ...] = load_apps(args.apps) if args.apps else ()
+    fault_data: dict[str, Any] = {}
+    if args.faults:
+        loaded = yaml.safe_load(args.faults.read_text(encoding="utf-8")) or {}
+        if not isinstance(loaded, dict):
+            raise TypeError(f"{args.faults}: expected a mapping of fault settings")
+        fault_data.update(loaded)
+    for option, key in (
+        ("latency", "latency_ms"),
+        ("throttle_rate", "throttle_rate"),
+        ("throttle_retry_after", "throttle_retry_after"),
+        ("unavailable_rate", "unavailable_rate"),
+        ("seed", "seed"),
+    ):
+        value = getattr(args, option, None)
+        if value is not None:
+            fault_data[key] = value
+    return EmulatorSettings(
+        host=host,
+        port=port,
+        state_dir=state_dir,
+        ca_out=args.ca_out,
+        apps=apps,
+        faults=Faults.from_mapping(fault_data),
+        token_lifetime=args.token_lifetime,
+    )
+
+
+def run(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
+    """Serve until SIGINT/SIGTERM; 0 on a clean stop, 78 for bad files, 1 if it cannot bind."""
+    out = out or sys.stdout
+    try:
+        settings = settings_from_args(args)
+    except (ValueError, TypeError, OSError, yaml.YAMLError) as exc:
+        print(f"emulator: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    return asyncio.run(_serve(settings, out))
+
+
+async def _serve(settings: EmulatorSettings, out: TextIO) -> int:
+    emulator = Emulator(settings)
+    try:
+        await emulator.start()
+    except OSError as exc:
+        print(f"emulator: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        mode = (
+            "open (any tenant, client id and credential)"
+            if settings.open_mode
+            else (f"{len(settings.apps)} registered app(s)")
+        )
+        print(
+            "emulator ready\n"
+            f"  login endpoint: {emulator.login_endpoint}\n"
+            f"  graph endpoint: {emulator.graph_endpoint}\n"
+            f"  CA file:        {emulator.ca_file}\n"
+            f"  outbox:         {emulator.outbox_dir}\n"
+            f"  apps:           {mode}\n"
+            f"  admin:          {emulator.base_url}/_emulator/outbox",
+            file=out,
+            flush=True,
+        )
+        await stop.wait()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        await emulator.stop()
+    print("emulator stopped", file=out, flush=True)
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m gateway.emulator.cli",
+        description="Local HTTPS stand-in for Entra ID and Microsoft Graph mail.",
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

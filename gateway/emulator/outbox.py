@@ -1,0 +1,122 @@
+"""The emulator's record of accepted mail: in memory for tests, on disk for people.
+
+Every message Graph would have accepted (a `sendMail` answered 202 or a draft sent) becomes a
+`DeliveredMessage` and two files in the outbox directory: `{seq:06d}-{id}.eml`, the message
+as it would travel (the submitted MIME bytes, or a rendering of the JSON), and
+`{seq:06d}-{id}.json` with everything else (mailbox, recipients, app, attachments' metadata and the
+JSON message without its base64 contents).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from gateway.emulator.messages import DeliveredAttachment
+
+Mode = Literal["mime", "json", "draft"]
+
+
+@dataclass(frozen=True)
+class DeliveredMessage:
+    id: str
+    mailbox: str
+    mode: Mode
+    mime: bytes = field(repr=False)
+    recipients: dict[str, list[str]]
+    message_json: dict[str, Any] | None = field(repr=False)
+    attachments: list[DeliveredAttachment] = field(repr=False)
+    client_id: str
+    tenant_id: str
+    save_to_sent_items: bool
+    received_at: dt.datetime
+    subject: str | None = None
+    seq: int = 0
+
+    @property
+    def file_stem(self) -> str:
+        return f"{self.seq:06d}-{self.id}"
+
+    def metadata(self) -> dict[str, Any]:
+        """Everything but the raw bytes, as JSON-ready data (the outbox's .json file)."""
+        return {
+            "seq": self.seq,
+            "id": self.id,
+            "mailbox": self.mailbox,
+            "mode": self.mode,
+            "subject": self.subject,
+            "recipients": self.recipients,
+            "client_id": self.client_id,
+            "tenant_id": self.tenant_id,
+            "save_to_sent_items": self.save_to_sent_items,
+            "received_at": self.received_at.isoformat(),
+            "size": len(self.mime),
+            "eml_file": f"{self.file_stem}.eml",
+            "attachments": [
+                {
+                    "name": a.name,
+                    "content_type": a.content_type,
+                    "size": len(a.content),
+                    "sha256": hashlib.sha256(a.content).hexdigest(),
+                    "is_inline": a.is_inline,
+                    "content_id": a.content_id,
+                }
+                for a in self.attachments
+            ],
+            "message_json": _without_contents(self.message_json),
+        }
+
+
+def _without_contents(message: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A copy of the JSON message with each attachment's contentBytes left out."""
+    if message is None:
+        return None
+    slim = copy.deepcopy(message)
+    for attachment in slim.get("attachments") or []:
+        if isinstance(attachment, dict) and "contentBytes" in attachment:
+            attachment["contentBytes"] = None
+            attachment["contentBytesOmitted"] = True
+    return slim
+
+
+class Outbox:
+    """Delivered messages in delivery order, mirrored to `directory`."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._messages: list[DeliveredMessage] = []
+        self._seq = 0
+
+    async def deliver(self, message: DeliveredMessage) -> DeliveredMessage:
+        self._seq += 1
+        numbered = replace(message, seq=self._seq)
+        await asyncio.to_thread(self._write, numbered)
+        self._messages.append(numbered)
+        return numbered
+
+    def _write(self, message: DeliveredMessage) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        (self.directory / f"{message.file_stem}.eml").write_bytes(message.mime)
+        metadata = json.dumps(message.metadata(), indent=2, ensure_ascii=False) + "\n"
+        (self.directory / f"{message.file_stem}.json").write_bytes(
+            metadata.encode("utf-8", "backslashreplace")
+        )
+
+    def messages(self) -> list[DeliveredMessage]:
+        return list(self._messages)
+
+    def get(self, message_id: str) -> DeliveredMessage | None:
+        return next((m for m in self._messages if m.id == message_id), None)
+
+    def clear(self) -> None:
+        """Forget every delivery and remove the files this outbox wrote."""
+        for message in self._messages:
+            for suffix in (".eml", ".json"):
+                (self.directory / f"{message.file_stem}{suffix}").unlink(missing_ok=True)
+        self._messages.clear()

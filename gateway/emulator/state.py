@@ -1,0 +1,55 @@
+"""The state one emulator run shares between its routes.
+
+Settings, the token signing key, the outbox, drafts and upload sessions, the active faults and
+the statistics, plus the clock. Route modules receive this object; nothing is global, so two
+emulators can run side by side in one process (as tests do).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from gateway.emulator.faults import Faults, FaultState
+from gateway.emulator.mailstore import MailStore
+from gateway.emulator.outbox import Outbox
+from gateway.emulator.settings import EmulatorSettings
+from gateway.emulator.stats import EmulatorStats
+from gateway.emulator.tokens import AccessTokenIssuer
+
+
+class EmulatorState:
+    def __init__(
+        self, settings: EmulatorSettings, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.base_url = ""  # known once the listener is bound
+        self.issuer = AccessTokenIssuer()
+        self.outbox = Outbox(settings.state_dir / "outbox")
+        self.store = MailStore()
+        self.stats = EmulatorStats()
+        self.faults = FaultState(settings.faults, now=clock())
+        self.log: Any = structlog.get_logger("gateway.emulator")
+
+    def set_faults(self, faults: Faults) -> None:
+        """Activate `faults` now: countdowns restart and an outage starts from this moment."""
+        self.faults = FaultState(faults, now=self.clock())
+        self.log.info("emulator.faults_set", **faults.to_json())
+
+    def reset(self) -> None:
+        """Back to a fresh run: no deliveries, drafts, statistics or faults."""
+        self.outbox.clear()
+        self.store.clear()
+        self.stats.clear()
+        self.faults = FaultState(Faults(), now=self.clock())
+        self.log.info("emulator.reset")
+
+    def external_base(self, request: web.Request) -> str:
+        """The origin the client used (so URLs we hand out match what it trusts)."""
+        host = request.headers.get("Host")
+        return f"https://{host}" if host else self.base_url
