@@ -13,6 +13,7 @@ import asyncio
 import signal
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import aiohttp
 import structlog
@@ -42,6 +43,9 @@ class Gateway:
         self._session: aiohttp.ClientSession | None = None
         self._tokens: TokenProviders | None = None
         self._control: ControlServer | None = None
+        # Separate threads for spool I/O: the accept path never waits behind delivery's.
+        self._accept_io = ThreadPoolExecutor(max_workers=16, thread_name_prefix="accept-io")
+        self._delivery_io = ThreadPoolExecutor(max_workers=8, thread_name_prefix="delivery-io")
         self.engine: DeliveryEngine | None = None
         self.listeners: Listeners | None = None
         self.health: HealthServer | None = None
@@ -54,7 +58,7 @@ class Gateway:
         await asyncio.to_thread(self.spool.open)
         try:
             queued = await asyncio.to_thread(self.spool.recover)
-            self._session = aiohttp.ClientSession(trust_env=True)
+            self._session = aiohttp.ClientSession()
             self._tokens = TokenProviders(
                 self.config.tenants, timeout=self.config.delivery.token_timeout
             )
@@ -65,6 +69,7 @@ class Gateway:
                 graph=GraphClient(self._session, timeout=self.config.delivery.request_timeout),
                 settings=self.config.delivery,
                 hostname=self.config.smtp.hostname or socket.getfqdn(),
+                executor=self._delivery_io,
             )
             now = time.time()
             for queue_id, next_attempt in queued:
@@ -82,6 +87,7 @@ class Gateway:
                 spool=self.spool,
                 on_queued=self.engine.submit,
                 capacity=self._capacity_problem,
+                executor=self._accept_io,
             )
             self.listeners = Listeners(self.config.smtp, handler)
             await self.listeners.start()
@@ -176,6 +182,8 @@ class Gateway:
             self._session = None
         if self._tokens is not None:
             await asyncio.to_thread(self._tokens.close)
+        self._accept_io.shutdown(wait=False, cancel_futures=False)
+        self._delivery_io.shutdown(wait=False, cancel_futures=False)
         self.spool.close()
 
 

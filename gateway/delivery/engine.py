@@ -13,11 +13,13 @@ never dropped: whatever happens, it is in the spool in exactly one state.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -38,6 +40,7 @@ from gateway.spool import Envelope, QueuedMessage, Spool
 from gateway.spool.format import CorruptRecord
 
 log = structlog.get_logger("gateway.delivery")
+T = TypeVar("T")
 Logger = Any  # structlog's bound logger
 
 
@@ -75,7 +78,9 @@ class DeliveryEngine:
         settings: DeliverySettings,
         hostname: str = "",
         rng: random.Random | None = None,
+        executor: Executor | None = None,
     ) -> None:
+        self._executor = executor
         self._spool = spool
         self._router = router
         self._tokens = tokens
@@ -95,6 +100,11 @@ class DeliveryEngine:
         self._idle.set()
         self._stopping = False
         self.observers: list[Observer] = []
+
+    async def _blocking(self, function: Callable[..., T], *args: Any) -> T:
+        """Run spool I/O on the delivery threads, never on the threads that accept mail."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(function, *args))
 
     @property
     def in_flight(self) -> int:
@@ -169,7 +179,7 @@ class DeliveryEngine:
         mailbox = self._mailboxes.get(queue_id)
         if mailbox is None:
             try:
-                envelope = await asyncio.to_thread(self._spool.peek, queue_id)
+                envelope = await self._blocking(self._spool.peek, queue_id)
             except CorruptRecord:
                 return ""  # lease() moves it to corrupt/ and logs it
             if envelope is None:
@@ -200,7 +210,7 @@ class DeliveryEngine:
 
     async def _deliver(self, queue_id: str) -> None:
         try:
-            queued = await asyncio.to_thread(self._spool.lease, queue_id)
+            queued = await self._blocking(self._spool.lease, queue_id)
         except CorruptRecord as error:
             self.forget(queue_id)
             log.error(
@@ -279,7 +289,7 @@ class DeliveryEngine:
             "duration_ms": round(answer.duration * 1000),
         }
         if outcome.delivered:
-            await asyncio.to_thread(self._spool.complete, queued.queue_id)
+            await self._blocking(self._spool.complete, queued.queue_id)
             self.forget(queued.queue_id)
             bound.info("delivered", recipients=len(queued.envelope.rcpt_tos), **details)
             self._notify(
@@ -347,7 +357,7 @@ class DeliveryEngine:
             )
             return
         record = {"at": time.time(), "result": "deferred", "reason": reason, **details}
-        await asyncio.to_thread(self._spool_defer, queued.queue_id, record, time.time() + delay)
+        await self._blocking(self._spool_defer, queued.queue_id, record, time.time() + delay)
         bound.warning(
             "deferred",
             reason=reason,
@@ -390,11 +400,11 @@ class DeliveryEngine:
             "expired": expired,
             **details,
         }
-        await asyncio.to_thread(self._spool.hold, queued.queue_id, reason)
+        await self._blocking(self._spool.hold, queued.queue_id, reason)
         self.forget(queued.queue_id)
         bound.error("held", reason=failure.explanation, expired=expired, **details)
         if bounce:
-            notice = await asyncio.to_thread(self._bouncer.bounce, queued, failure)
+            notice = await self._blocking(self._bouncer.bounce, queued, failure)
             if notice.queue_id:
                 self.submit(notice.queue_id)
             log.info(

@@ -11,9 +11,10 @@ import base64
 import json
 import ssl
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 
@@ -48,6 +49,18 @@ class GraphClient:
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._contexts: dict[Path | None, ssl.SSLContext] = {}
+        self._proxies: dict[str, str | None] = {}
+
+    def _proxy(self, url: str) -> str | None:
+        """HTTPS_PROXY/NO_PROXY from the environment, looked up once per host.
+
+        (aiohttp's own trust_env also reads ~/.netrc on every request; this does not.)
+        """
+        host = urlsplit(url).hostname or ""
+        if host not in self._proxies:
+            proxy = urllib.request.getproxies().get("https")
+            self._proxies[host] = None if not proxy or urllib.request.proxy_bypass(host) else proxy
+        return self._proxies[host]
 
     def _ssl(self, ca_file: Path | None) -> ssl.SSLContext:
         context = self._contexts.get(ca_file)
@@ -79,7 +92,12 @@ class GraphClient:
         started = time.monotonic()
         try:
             async with self._session.post(
-                url, data=body, headers=headers, timeout=self._timeout, ssl=self._ssl(ca_file)
+                url,
+                data=body,
+                headers=headers,
+                timeout=self._timeout,
+                ssl=self._ssl(ca_file),
+                proxy=self._proxy(url),
             ) as response:
                 payload = await response.read()
                 return _answer(response, payload, time.monotonic() - started)

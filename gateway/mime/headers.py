@@ -6,7 +6,8 @@ so everything else stays byte-identical. Pure functions over bytes.
 
 from __future__ import annotations
 
-from email import policy
+import re
+from email import errors, policy
 from email.headerregistry import AddressHeader
 from email.parser import BytesHeaderParser
 
@@ -48,12 +49,97 @@ def remove_headers(header_section: bytes, names: set[str]) -> bytes:
     return b"".join(kept)
 
 
+def _unfold(header_section: bytes, wanted: set[str]) -> list[tuple[str, str]]:
+    fields: list[tuple[str, list[str]]] = []
+    for line in header_section.decode("latin-1").splitlines():
+        if line[:1] in (" ", "\t"):
+            if fields and fields[-1][0]:
+                fields[-1][1].append(line)
+            continue
+        name, colon, value = line.partition(":")
+        key = name.strip().lower()
+        fields.append((key if colon and key in wanted else "", [value]))
+    return [(key, "".join(parts).strip()) for key, parts in fields if key]
+
+
+_ADDR_SPEC = re.compile(
+    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?"
+)
+
+
+def _split_outside_quotes(value: str) -> list[str] | None:
+    """Split on commas outside quoted strings; None if the value uses syntax we do not handle."""
+    parts, current, quoted = [], [], False
+    index = 0
+    while index < len(value):
+        char = value[index]
+        if char == '"':
+            quoted = not quoted
+        elif char == "\\" and quoted:
+            current.append(value[index : index + 2])
+            index += 2
+            continue
+        elif not quoted and char in "();:\\[]":
+            return None  # comments, groups, literals: leave them to the full parser
+        elif not quoted and char == ",":
+            parts.append("".join(current))
+            current = []
+            index += 1
+            continue
+        current.append(char)
+        index += 1
+    if quoted:
+        return None
+    parts.append("".join(current))
+    return parts
+
+
+def quick_addresses(value: str) -> set[str] | None:
+    """Addresses of a simple address-list value (`a@b`, `Name <a@b>`, `"N, M" <a@b>`), as
+    comparison keys; None whenever anything is unusual, so the caller uses the full parser."""
+    parts = _split_outside_quotes(value)
+    if parts is None:
+        return None
+    found: set[str] = set()
+    for part in (piece.strip() for piece in parts):
+        if not part:
+            continue
+        if part.endswith(">"):
+            opening = part.rfind("<")
+            display, spec = part[:opening], part[opening + 1 : -1].strip()
+            unquoted = re.sub(r'"(?:[^"\\]|\\.)*"', "", display)
+            if opening < 0 or any(char in unquoted for char in "<>@"):
+                return None
+        else:
+            spec = part
+        if not _ADDR_SPEC.fullmatch(spec):
+            return None
+        local, _, domain = spec.rpartition("@")
+        found.add(f"{local}@{domain.lower()}")
+    return found
+
+
 def header_addresses(header_section: bytes, names: tuple[str, ...]) -> tuple[set[str], bool]:
     """Addresses in the named headers as comparison keys, and whether any header was malformed.
 
-    Uses the standard library's RFC 5322 header parser (not `parseaddr`); a header the parser
-    reports defects for is flagged so callers do not trust it.
+    Plain address lists are read by a small strict reader; anything else (comments, groups,
+    encoded or odd syntax) goes through the standard library's RFC 5322 header parser — never
+    `parseaddr` — and a header that parser reports defects for is flagged as untrusted.
     """
+    found: set[str] = set()
+    complex_fields = False
+    for _name, value in _unfold(header_section, {name.lower() for name in names}):
+        quick = quick_addresses(value)
+        if quick is None:
+            complex_fields = True
+            break
+        found |= quick
+    if not complex_fields:
+        return found, False
+    return _full_header_addresses(header_section, names)
+
+
+def _full_header_addresses(header_section: bytes, names: tuple[str, ...]) -> tuple[set[str], bool]:
     parsed = _PARSER.parsebytes(header_section)
     found: set[str] = set()
     suspicious = False
@@ -62,8 +148,9 @@ def header_addresses(header_section: bytes, names: tuple[str, ...]) -> tuple[set
             if not isinstance(value, AddressHeader):
                 suspicious = True
                 continue
-            if getattr(value, "defects", ()):
-                suspicious = True
+            defects = getattr(value, "defects", ())
+            if any(not isinstance(defect, errors.ObsoleteHeaderDefect) for defect in defects):
+                suspicious = True  # obsolete-but-clear syntax (a period in a name) is fine
             for address in value.addresses:
                 if address.domain:
                     found.add(f"{address.username}@{address.domain.lower()}")

@@ -8,7 +8,9 @@ named reply, never exception text.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,7 +52,9 @@ class Handler:
         spool: Spool,
         on_queued: Callable[[str, float, str], None],
         capacity: Callable[[], str | None] = lambda: None,
+        executor: Executor | None = None,
     ) -> None:
+        self._executor = executor
         self._state = state
         self._spool = spool
         self._on_queued = on_queued
@@ -131,14 +135,17 @@ class Handler:
         ip, _port = _peer(session)
         content: bytes = envelope.original_content
         try:
-            queue_id = await asyncio.to_thread(
-                self._spool.store,
-                mail_from=envelope.mail_from,
-                rcpt_tos=tuple(envelope.rcpt_tos),
-                message=content,
-                client=session.client.name,
-                peer=ip,
-                listener=session.listener,
+            queue_id = await asyncio.get_running_loop().run_in_executor(
+                self._executor,
+                functools.partial(
+                    self._spool.store,
+                    mail_from=envelope.mail_from,
+                    rcpt_tos=tuple(envelope.rcpt_tos),
+                    message=content,
+                    client=session.client.name,
+                    peer=ip,
+                    listener=session.listener,
+                ),
             )
         except SpoolError as error:
             log.error(

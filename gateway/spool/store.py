@@ -26,6 +26,7 @@ import errno
 import fcntl
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -87,6 +88,44 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+class _GroupSync:
+    """fsync of one directory shared by every writer waiting for it (group commit).
+
+    A writer renames its file into the directory, then calls `sync()`, which returns only after
+    an fsync that *started after* the call. Writers that arrive while an fsync runs are covered
+    together by the next one, so N concurrent messages cost far fewer than N directory syncs,
+    and none is acknowledged before its own rename is durable.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._condition = threading.Condition()
+        self._requested = 0
+        self._completed = 0
+        self._running = False
+        self.syncs = 0
+
+    def sync(self) -> None:
+        with self._condition:
+            self._requested += 1
+            mine = self._requested
+            while self._completed < mine:
+                if self._running:
+                    self._condition.wait()
+                    continue
+                self._running = True
+                covered = self._requested
+                self._condition.release()
+                try:
+                    _fsync_directory(self._directory)
+                finally:
+                    self._condition.acquire()
+                    self._running = False
+                    self._condition.notify_all()
+                self._completed = covered
+                self.syncs += 1
+
+
 def _write_atomic(path: Path, text: str) -> None:
     partial = path.with_name(path.name + ".tmp")
     partial.write_text(text)
@@ -99,6 +138,7 @@ class Spool:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self._lock_fd: int | None = None
+        self._queue_sync = _GroupSync(directory / "queue")
 
     def _dir(self, state: str) -> Path:
         return self.directory / state
@@ -187,11 +227,11 @@ class Spool:
                 view = memoryview(encode(envelope, message))
                 while view:
                     view = view[os.write(fd, view) :]
-                os.fsync(fd)
+                os.fdatasync(fd)  # data and size; the name is made durable by the dir fsync
             finally:
                 os.close(fd)
             os.rename(partial, self._path("queue", queue_id))
-            _fsync_directory(self._dir("queue"))
+            self._queue_sync.sync()
         except OSError as error:
             with contextlib.suppress(OSError):
                 partial.unlink(missing_ok=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -42,23 +43,28 @@ def test_store_then_lease_round_trips_bytes_and_envelope(spool: Spool) -> None:
 
 def test_file_and_directory_are_fsynced_before_store_returns(spool: Spool, monkeypatch) -> None:
     events: list[str] = []
-    real_fsync, real_rename = os.fsync, os.rename
+    real_fsync, real_fdatasync, real_rename = os.fsync, os.fdatasync, os.rename
 
     def fsync(fd: int) -> None:
         events.append("fsync " + os.readlink(f"/proc/self/fd/{fd}"))
         real_fsync(fd)
+
+    def fdatasync(fd: int) -> None:
+        events.append("fdatasync " + os.readlink(f"/proc/self/fd/{fd}"))
+        real_fdatasync(fd)
 
     def rename(src, dst) -> None:
         events.append(f"rename {src} -> {dst}")
         real_rename(src, dst)
 
     monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
     monkeypatch.setattr(os, "rename", rename)
     queue_id = store(spool)
     queue_dir = spool.directory / "queue"
     tmp_file = spool.directory / "tmp" / f"{queue_id}.msg"
     assert events == [
-        f"fsync {tmp_file}",
+        f"fdatasync {tmp_file}",
         f"rename {tmp_file} -> {queue_dir / (queue_id + '.msg')}",
         f"fsync {queue_dir}",
     ]
@@ -159,3 +165,30 @@ def test_admin_operations(spool: Spool) -> None:
     spool.lease(queued)
     assert not spool.delete(queued)  # never one being delivered
     assert spool.show("NOPE") is None
+
+
+def test_concurrent_writers_share_directory_syncs(spool: Spool, monkeypatch) -> None:
+    """Group commit: every store waits for a directory fsync begun after its rename."""
+    renamed: dict[str, int] = {}
+    synced: list[int] = []
+    real_rename, real_fsync = os.rename, os.fsync
+    clock = iter(range(10**9))
+
+    def rename(src, dst) -> None:
+        real_rename(src, dst)
+        renamed[Path(dst).stem] = next(clock)
+
+    def fsync(fd: int) -> None:
+        started = next(clock)
+        time.sleep(0.002)  # a slow disk makes writers pile up behind the sync
+        real_fsync(fd)
+        synced.append(started)
+
+    monkeypatch.setattr(os, "rename", rename)
+    monkeypatch.setattr(os, "fsync", fsync)
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        ids = list(pool.map(lambda _n: store(spool), range(64)))
+    assert len(ids) == 64
+    assert len(synced) < 64  # shared
+    for queue_id in ids:  # and each rename is covered by a sync that started after it
+        assert any(start > renamed[queue_id] for start in synced)

@@ -7,6 +7,7 @@ from email import message_from_bytes, policy
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.mime.headers import _full_header_addresses, quick_addresses
 from gateway.mime.recipients import with_envelope_bcc
 
 BASE = (
@@ -74,3 +75,20 @@ def test_every_envelope_recipient_is_addressed_exactly_once(to: list[str], envel
         assert recipient in addressed
     assert len(found["bcc"]) == len(set(found["bcc"]))
     assert not set(found["bcc"]) & set(found["to"])
+
+
+display = st.one_of(st.just(""), st.from_regex(r"[A-Za-z][A-Za-z .]{0,12}", fullmatch=True),
+                    st.from_regex(r'"[A-Za-z@,<> ]{1,12}"', fullmatch=True),
+                    st.just("=?utf-8?q?J=C3=B6rg?="))
+mailbox = st.builds(lambda name, address: f"{name} <{address}>" if name.strip() else address,
+                    display, addresses)
+
+
+@given(st.lists(mailbox, min_size=1, max_size=6))
+def test_quick_reader_agrees_with_the_standard_parser(entries: list[str]) -> None:
+    value = ", ".join(entries)
+    quick = quick_addresses(value)
+    full, suspicious = _full_header_addresses(f"To: {value}\r\n\r\n".encode(), ("to",))
+    if quick is not None:
+        assert not suspicious
+        assert quick == full

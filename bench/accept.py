@@ -1,0 +1,142 @@
+"""Accept and delivery throughput: a bare fsyncing aiosmtpd sink vs the gateway, one run.
+
+Both are loaded the same way (bench/loadgen.py: 20 concurrent sessions, 4 KiB messages, one
+connection per message). The gateway delivers to the emulator answering every Graph request
+after 50 ms, with mail spread over 20 sender mailboxes. Prints the sink's and the gateway's
+accept rate and DATA→250 latency, the gateway's delivered rate, and its peak RSS.
+
+Run: .venv/bin/python bench/accept.py [--messages 3000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from gateway.emulator import EmulatorSettings, Faults, running_emulator
+from gateway.observability.logging import configure_logging
+
+HERE = Path(__file__).resolve().parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def load(port: int, messages: int, size: int) -> dict[str, float]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(HERE / "loadgen.py"), "--port", str(port), "--messages",
+        str(messages), "--sessions", "20", "--size", str(size), "--senders", "20",
+        stdout=asyncio.subprocess.PIPE)
+    out, _ = await process.communicate()
+    return json.loads(out)  # type: ignore[no-any-return]
+
+
+async def wait_ready(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
+async def bench_sink(work: Path, messages: int, size: int) -> dict[str, float]:
+    port = free_port()
+    sink = await asyncio.create_subprocess_exec(
+        sys.executable, str(HERE / "sink.py"), str(port), str(work / "sink"),
+        stdout=asyncio.subprocess.DEVNULL)
+    try:
+        await wait_ready(port)
+        return await load(port, messages, size)
+    finally:
+        sink.terminate()
+        await sink.wait()
+
+
+async def bench_gateway(work: Path, messages: int, size: int,
+                        latency_ms: int = 50) -> dict[str, float]:
+    settings = EmulatorSettings(state_dir=work / "emulator", faults=Faults(latency_ms=latency_ms))
+    async with running_emulator(settings) as emulator:
+        port = free_port()
+        config = {
+            "smtp": {"hostname": "bench", "listeners": [{"name": "bench", "port": port}],
+                     "max_recipients": 500},
+            "tenants": [{"name": "bench", "tenant_id": "bench", "client_id": "bench",
+                         "client_secret": "bench", "domains": ["bench.example"],
+                         "login_endpoint": emulator.login_endpoint,
+                         "graph_endpoint": emulator.graph_endpoint,
+                         "ca_file": str(emulator.ca_file)}],
+            "spool": {"directory": str(work / "spool")},
+            # Pacing off: Exchange's 30 a minute per mailbox would cap 20 mailboxes at 10/s.
+            "delivery": {"concurrency": 32, "mailbox_rate": 0},
+            "logging": {"level": "info", "format": "json"},
+        }
+        (work / "gateway.yaml").write_text(yaml.safe_dump(config))
+        with (work / "gateway.log").open("wb") as log:
+            gateway = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "gateway", "serve", "--config", str(work / "gateway.yaml"),
+                stderr=log, stdout=asyncio.subprocess.DEVNULL)
+            try:
+                await wait_ready(port)
+                started = time.perf_counter()
+                result = await load(port, messages, size)
+                while len(emulator.delivered()) < result["accepted"]:
+                    await asyncio.sleep(0.05)
+                delivered_in = time.perf_counter() - started
+                result["delivered_rate"] = round(result["accepted"] / delivered_in, 1)
+                result["peak_rss_mb"] = peak_rss_mb(gateway.pid)
+                result["graph_max_concurrency_per_mailbox"] = max(
+                    emulator.stats.max_concurrency_by_mailbox.values())
+                return result
+            finally:
+                gateway.terminate()
+                await gateway.wait()
+
+
+async def main(messages: int, size: int, latency_ms: int) -> None:
+    configure_logging("warning", "json")  # the emulator in this process logs every message
+    with tempfile.TemporaryDirectory(prefix="sgg-bench-") as folder:
+        work = Path(folder)
+        sink = await bench_sink(work, messages, size)
+        gateway = await bench_gateway(work, messages, size, latency_ms)
+    print(f"messages: {messages} x {size} bytes, 20 sessions, one connection per message")
+    print(f"sink    : {sink['rate']:7.1f} msg/s accepted, DATA->250 p50 {sink['p50_ms']} ms, "
+          f"p99 {sink['p99_ms']} ms, failures {sink['failures']}")
+    print(f"gateway : {gateway['rate']:7.1f} msg/s accepted, DATA->250 p50 {gateway['p50_ms']} ms, "
+          f"p99 {gateway['p99_ms']} ms, failures {gateway['failures']}")
+    print(f"gateway : {gateway['delivered_rate']:7.1f} msg/s delivered (Graph answering in {latency_ms} ms, "
+          f"20 mailboxes), max {gateway['graph_max_concurrency_per_mailbox']} requests in flight "
+          "per mailbox")
+    print(f"gateway : peak RSS {gateway['peak_rss_mb']} MB")
+    print(f"ratios  : accept {gateway['rate'] / sink['rate']:.0%} of the sink, delivered "
+          f"{gateway['delivered_rate'] / gateway['rate']:.0%} of accepted")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--messages", type=int, default=3000)
+    parser.add_argument("--size", type=int, default=4096)
+    parser.add_argument("--graph-latency-ms", type=int, default=50)
+    arguments = parser.parse_args()
+    asyncio.run(main(arguments.messages, arguments.size, arguments.graph_latency_ms))
