@@ -47,10 +47,11 @@ async def wait_ready(port: int, timeout: float = 30) -> None:
     while time.monotonic() < deadline:
         try:
             _reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            return
         except OSError:
             await asyncio.sleep(0.05)
+        else:
+            writer.close()
+            return
     raise RuntimeError(f"nothing listens on {port}")
 
 
@@ -125,7 +126,8 @@ async def main(messages: int, size: int, latency_ms: int) -> None:
           f"p99 {sink['p99_ms']} ms, failures {sink['failures']}")
     print(f"gateway : {gateway['rate']:7.1f} msg/s accepted, DATA->250 p50 {gateway['p50_ms']} ms, "
           f"p99 {gateway['p99_ms']} ms, failures {gateway['failures']}")
-    print(f"gateway : {gateway['delivered_rate']:7.1f} msg/s delivered (Graph answering in {latency_ms} ms, "
+    delivered = gateway["delivered_rate"]
+    print(f"gateway : {delivered:7.1f} msg/s delivered (Graph answering in {latency_ms} ms, "
           f"20 mailboxes), max {gateway['graph_max_concurrency_per_mailbox']} requests in flight "
           "per mailbox")
     print(f"gateway : peak RSS {gateway['peak_rss_mb']} MB")

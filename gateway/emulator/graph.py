@@ -175,6 +175,10 @@ def graph_middleware(state: EmulatorState) -> Callable[..., Awaitable[web.Stream
                 response: web.StreamResponse = _injected_response(request, injected)
             else:
                 response = await handler(request)
+        except ConnectionResetError:
+            # The client went away mid-request (a killed gateway): nothing to answer.
+            state.log.info("emulator.client_gone", method=request.method, path=path)
+            raise
         except Exception:
             state.log.exception("emulator.handler_failed", method=request.method, path=path)
             response = graph_error(

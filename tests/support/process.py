@@ -12,48 +12,57 @@ from typing import Any
 
 
 class GatewayProcess:
-    """A `python -m gateway serve` child process with JSON logs on stderr."""
+    """A `python -m gateway serve` child process with JSON logs on stderr.
+
+    A background task reads stderr all the time: a child whose log pipe fills up would block.
+    """
 
     def __init__(self, process: asyncio.subprocess.Process) -> None:
         self.process = process
         self.events: list[dict[str, Any]] = []
+        self._cursor = 0
+        self._changed = asyncio.Event()
+        self._reader = asyncio.create_task(self._read())
 
     @classmethod
     async def start(cls, config: Path, *args: str) -> GatewayProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "gateway", "serve", "--config", str(config), *args,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE, env=env,
         )
         return cls(process)
 
-    async def wait_for_event(self, name: str, timeout: float = 20.0) -> dict[str, Any]:
-        """Read log lines until one with `event == name`."""
+    async def _read(self) -> None:
         assert self.process.stderr is not None
+        while line := await self.process.stderr.readline():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                event = {"event": "unparsed", "line": line.decode(errors="replace")}
+            self.events.append(event if isinstance(event, dict) else {"event": "unparsed"})
+            self._changed.set()
+        self._changed.set()
+
+    async def wait_for_event(self, name: str, timeout: float = 20.0) -> dict[str, Any]:
+        """The next log event named `name` after the previous one waited for."""
         async with asyncio.timeout(timeout):
             while True:
-                line = await self.process.stderr.readline()
-                if not line:
+                while self._cursor < len(self.events):
+                    event = self.events[self._cursor]
+                    self._cursor += 1
+                    if event.get("event") == name:
+                        return event
+                if self._reader.done():
                     raise AssertionError(f"process ended before {name!r}: {self.events[-5:]}")
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    event = {"event": "unparsed", "line": line.decode(errors="replace")}
-                self.events.append(event)
-                if event.get("event") == name:
-                    return event
+                self._changed.clear()
+                await self._changed.wait()
 
     async def wait_exit(self, timeout: float = 20.0) -> int:
-        """Wait for the process to end (collecting the rest of its log); its exit code."""
-        assert self.process.stderr is not None
+        """Wait for the process to end (and its log to be read); its exit code."""
         async with asyncio.timeout(timeout):
-            rest = await self.process.stderr.read()
-            for line in rest.splitlines():
-                try:
-                    self.events.append(json.loads(line))
-                except ValueError:
-                    self.events.append({"event": "unparsed", "line": line.decode(errors="replace")})
+            await self._reader
             return await self.process.wait()
 
     def kill(self) -> None:

@@ -1,0 +1,90 @@
+"""kill -9 stress: load the gateway, SIGKILL it at a random moment, restart, repeat.
+
+Every message answered 250 must reach the emulator at least once; duplicates are counted.
+Run: .venv/bin/python bench/kill_stress.py [--rounds 20] [--seed N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gateway.emulator import EmulatorSettings, Faults, running_emulator  # noqa: E402
+from gateway.observability.logging import configure_logging  # noqa: E402
+from tests.support.gateway import config_document, write_config  # noqa: E402
+from tests.support.load import Load  # noqa: E402
+from tests.support.process import GatewayProcess  # noqa: E402
+
+
+def delivered_ids(emulator) -> Counter[str]:  # type: ignore[no-untyped-def]
+    found: Counter[str] = Counter()
+    for message in emulator.delivered():
+        found[message.mime.split(b"Message-ID: <", 1)[1].split(b">", 1)[0].decode()] += 1
+    return found
+
+
+async def main(rounds: int, seed: int) -> int:
+    configure_logging("warning", "json")
+    rng = random.Random(seed)
+    with tempfile.TemporaryDirectory(prefix="sgg-kill-") as folder:
+        work = Path(folder)
+        settings = EmulatorSettings(state_dir=work / "emulator", faults=Faults(latency_ms=30))
+        async with running_emulator(settings) as emulator:
+            document = config_document(work, emulator, delivery={
+                "retry_initial": "1s", "retry_max": "2s", "concurrency": 8, "mailbox_rate": 0})
+            config = write_config(work, document)
+            acknowledged: list[str] = []
+            started = time.monotonic()
+            for number in range(rounds):
+                gateway = await GatewayProcess.start(config)
+                try:
+                    port = (await gateway.wait_for_event("listening"))["port"]
+                    load = Load(port=port, prefix=f"r{number}", senders=20, per_sender=50)
+                    threads = load.start()
+                    target = rng.randint(20, 400)
+                    while len(load.acknowledged) < target and any(t.is_alive() for t in threads):
+                        await asyncio.sleep(0.005)
+                    gateway.process.kill()
+                    await gateway.wait_exit()
+                    load.stop.set()
+                    for thread in threads:
+                        await asyncio.to_thread(thread.join, 30)
+                    acknowledged.extend(load.acknowledged)
+                    print(f"round {number + 1:2d}: killed after {len(load.acknowledged):3d} "
+                          f"acknowledged (target {target})", flush=True)
+                finally:
+                    gateway.kill()
+            final = await GatewayProcess.start(config)
+            try:
+                await final.wait_for_event("listening")
+                deadline = time.monotonic() + 300
+                while (not set(acknowledged) <= set(delivered_ids(emulator))
+                       and time.monotonic() < deadline):
+                    await asyncio.sleep(0.1)
+            finally:
+                final.kill()
+                await final.wait_exit()
+            counts = delivered_ids(emulator)
+    missing = set(acknowledged) - set(counts)
+    duplicates = sum(count - 1 for count in counts.values() if count > 1)
+    print(f"{rounds} kills in {time.monotonic() - started:.0f} s: {len(acknowledged)} messages "
+          f"acknowledged, {len(missing)} lost, {duplicates} duplicates "
+          f"({duplicates / rounds:.1f} per kill)")
+    return 1 if missing else 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=1)
+    arguments = parser.parse_args()
+    raise SystemExit(asyncio.run(main(arguments.rounds, arguments.seed)))
