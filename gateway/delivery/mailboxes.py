@@ -46,6 +46,7 @@ class _Mailbox:
     blocked_until: float = 0.0
     next_slot: float = 0.0
     waiting: deque[str] = field(default_factory=deque)
+    waiting_ids: set[str] = field(default_factory=set)  # O(1) membership for long lines
 
 
 class MailboxGates:
@@ -78,8 +79,9 @@ class MailboxGates:
             if slot > now:
                 return WaitUntil(slot, "mailbox sending rate")
         if state.in_flight >= self._max:
-            if queue_id not in state.waiting:
+            if queue_id not in state.waiting_ids:
                 state.waiting.append(queue_id)
+                state.waiting_ids.add(queue_id)
             return Queued()
         self._reserved.pop(queue_id, None)
         state.in_flight += 1
@@ -89,7 +91,11 @@ class MailboxGates:
         """A request as `mailbox` finished; the next waiting queue ID, if any, to submit."""
         state = self._get(mailbox)
         state.in_flight = max(0, state.in_flight - 1)
-        return state.waiting.popleft() if state.waiting else None
+        if not state.waiting:
+            return None
+        queue_id = state.waiting.popleft()
+        state.waiting_ids.discard(queue_id)
+        return queue_id
 
     def block(self, mailbox: str, until: float) -> None:
         """Graph said `Retry-After`: no request as `mailbox` before `until`."""

@@ -83,6 +83,7 @@ class AccessTokenIssuer:
 
     def __init__(self) -> None:
         self._key = ec.generate_private_key(ec.SECP256R1())
+        self._verified: dict[str, dict[str, Any]] = {}
         self.key_id = b64url_encode(uuid.uuid4().bytes)
 
     def issue(self, claims: Mapping[str, Any]) -> str:
@@ -97,6 +98,16 @@ class AccessTokenIssuer:
 
     def verify(self, token: str, *, now: float) -> dict[str, Any]:
         """Return the claims of a token this issuer signed that is valid at `now`."""
+        cached = self._verified.get(token)
+        if cached is None:
+            cached = self._verify_signature(token)
+            if len(self._verified) > 1024:
+                self._verified.clear()
+            self._verified[token] = cached
+        return self._check_times(cached, now)
+
+    def _verify_signature(self, token: str) -> dict[str, Any]:
+        """Claims of a token whose signature is ours (checked once per token, then cached)."""
         try:
             header, claims, signing_input, signature = split_jwt(token)
         except ValueError as exc:
@@ -110,6 +121,10 @@ class AccessTokenIssuer:
             self._key.public_key().verify(der, signing_input, ec.ECDSA(hashes.SHA256()))
         except InvalidSignature as exc:
             raise TokenInvalid(REASON_SIGNATURE) from exc
+        return claims
+
+    @staticmethod
+    def _check_times(claims: dict[str, Any], now: float) -> dict[str, Any]:
         exp, nbf = claims.get("exp"), claims.get("nbf", 0)
         if not isinstance(exp, int | float) or not isinstance(nbf, int | float):
             raise TokenInvalid(REASON_MALFORMED)
