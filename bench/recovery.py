@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -31,8 +30,8 @@ async def main(count: int) -> None:
                for _ in range(count)]
         written = time.perf_counter() - started
         for queue_id in ids[:: 10]:
-            os.rename(spool.directory / "queue" / f"{queue_id}.msg",
-                      spool.directory / "active" / f"{queue_id}.msg")
+            (spool.directory / "queue" / f"{queue_id}.msg").rename(
+                spool.directory / "active" / f"{queue_id}.msg")
         spool.close()
 
         restarted = Spool(Path(folder) / "spool")
