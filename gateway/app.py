@@ -10,6 +10,7 @@ within `shutdown.drain_timeout`, leave everything else queued for the next start
 from __future__ import annotations
 
 import asyncio
+import datetime
 import signal
 import socket
 import time
@@ -18,12 +19,16 @@ from concurrent.futures import ThreadPoolExecutor
 import aiohttp
 import structlog
 
-from gateway.config import Config, format_size
+from gateway.config import Config, format_size, load_config
 from gateway.control import ControlServer
 from gateway.delivery.engine import DeliveryEngine
+from gateway.errors import ConfigError
 from gateway.graph.client import GraphClient
 from gateway.graph.tokens import TokenProviders
 from gateway.observability.health import HealthServer
+from gateway.observability.metrics import Metrics
+from gateway.observability.status import Status, warn_expiring
+from gateway.observability.systemd import Notifier
 from gateway.routing import Router
 from gateway.smtp.handler import Handler, PolicyState
 from gateway.smtp.listeners import Listeners
@@ -46,6 +51,14 @@ class Gateway:
         # Separate threads for spool I/O: the accept path never waits behind delivery's.
         self._accept_io = ThreadPoolExecutor(max_workers=16, thread_name_prefix="accept-io")
         self._delivery_io = ThreadPoolExecutor(max_workers=8, thread_name_prefix="delivery-io")
+        self.metrics = Metrics()
+        self.status = Status(
+            self.spool,
+            self.metrics,
+            lambda: self._state.config.tenants,
+            lambda: self.listeners is not None and bool(self.listeners.bound),
+        )
+        self.metrics.watch(self.status.scrape)
         self.engine: DeliveryEngine | None = None
         self.listeners: Listeners | None = None
         self.health: HealthServer | None = None
@@ -60,7 +73,9 @@ class Gateway:
             queued = await asyncio.to_thread(self.spool.recover)
             self._session = aiohttp.ClientSession()
             self._tokens = TokenProviders(
-                self.config.tenants, timeout=self.config.delivery.token_timeout
+                self.config.tenants,
+                timeout=self.config.delivery.token_timeout,
+                on_result=self.status.token_result,
             )
             self.engine = DeliveryEngine(
                 spool=self.spool,
@@ -71,6 +86,7 @@ class Gateway:
                 hostname=self.config.smtp.hostname or socket.getfqdn(),
                 executor=self._delivery_io,
             )
+            self.engine.observers.append(self.status.delivery_event)
             now = time.time()
             for queue_id, next_attempt in queued:
                 self.engine.submit(queue_id, max(0.0, next_attempt - now))
@@ -79,7 +95,10 @@ class Gateway:
             await self._control.start()
             if self.config.http is not None:
                 self.health = HealthServer(
-                    self.config.http.address, self.config.http.port, self._readiness
+                    self.config.http.address,
+                    self.config.http.port,
+                    self.status.readiness,
+                    self.metrics.render,
                 )
                 await self.health.start()
             handler = Handler(
@@ -88,6 +107,7 @@ class Gateway:
                 on_queued=self.engine.submit,
                 capacity=self._capacity_problem,
                 executor=self._accept_io,
+                metrics=self.metrics,
             )
             self.listeners = Listeners(self.config.smtp, handler)
             await self.listeners.start()
@@ -95,6 +115,7 @@ class Gateway:
             await self._close()
             raise
         self._started = True
+        warn_expiring(self.config.tenants, datetime.datetime.now(datetime.UTC).date())
         log.info(
             "started",
             listeners=len(self.listeners.bound),
@@ -126,11 +147,41 @@ class Gateway:
             return f"only {format_size(free)} free in the spool (spool.min_free_space)"
         return None
 
-    def _readiness(self) -> dict[str, bool]:
-        return {
-            "listeners": self.listeners is not None and bool(self.listeners.bound),
-            "spool_writable": self.spool.writable(),
-        }
+    async def reload(self) -> bool:
+        """Re-read and validate the config file; switch to it only if it is valid.
+
+        Clients, users, tenants, routes, credentials, limits and TLS certificates take effect
+        at once for new connections and deliveries; open sessions and queued mail are untouched.
+        Changes that need new sockets or a new spool are logged as needing a restart.
+        """
+        if self.config.source is None:
+            log.warning("reload_skipped", reason="the configuration did not come from a file")
+            return False
+        try:
+            new = await asyncio.to_thread(load_config, self.config.source)
+            restart = self.listeners.reload(new.smtp) if self.listeners else []
+        except ConfigError as error:
+            log.error(
+                "reload_failed",
+                errors=[str(issue) for issue in error.issues],
+                action="the previous configuration stays in force; fix the file and reload again",
+            )
+            return False
+        if self.engine is not None:
+            restart += self.engine.update_settings(new.delivery)
+        for key in ("spool", "http", "drain_timeout"):
+            if getattr(new, key) != getattr(self.config, key):
+                restart.append(key)
+        self._state = PolicyState(new, Router(new.tenants))
+        self.config = new
+        warn_expiring(new.tenants, datetime.datetime.now(datetime.UTC).date())
+        log.info(
+            "reloaded",
+            source=str(new.source),
+            tenants=[t.name for t in new.tenants],
+            needs_restart=restart or None,
+        )
+        return True
 
     async def serve(self) -> None:
         """Run until a shutdown is requested."""
@@ -188,19 +239,42 @@ class Gateway:
 
 
 async def run(config: Config) -> None:
-    """Run a gateway until SIGTERM or SIGINT, then drain (a second signal forces the stop)."""
+    """Run a gateway until SIGTERM or SIGINT, then drain (a second signal forces the stop).
+
+    SIGHUP reloads the configuration. Under systemd (`Type=notify`) the service manager hears
+    READY, RELOADING, STOPPING and watchdog pings.
+    """
     gateway = Gateway(config)
+    notifier = Notifier()
     loop = asyncio.get_running_loop()
+    reloads: set[asyncio.Task[None]] = set()
+
+    async def reload() -> None:
+        notifier.reloading()
+        await gateway.reload()
+        notifier.send(READY=1, STATUS="serving")
+
+    def on_hangup() -> None:
+        task = loop.create_task(reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
     # Handlers stay installed through shutdown: a second signal forces it instead of
     # killing the process in the middle of a spool write.
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, gateway.request_shutdown)
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
+    watchdog = loop.create_task(notifier.watchdog())
     try:
         await gateway.startup()
+        notifier.send(READY=1, STATUS="serving")
         await gateway.serve()
     finally:
+        notifier.send(STOPPING=1, STATUS="draining")
+        loop.remove_signal_handler(signal.SIGHUP)
         try:
             await gateway.shutdown()
         finally:
+            watchdog.cancel()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)

@@ -8,6 +8,7 @@ configuration that cannot work.
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import os
 import re
@@ -286,6 +287,7 @@ def _read_tenant(reader: Reader, value: object, path: str) -> Tenant | None:
         "login_endpoint",
         "graph_endpoint",
         "ca_file",
+        "client_secret_expires",
     )
     node = reader.mapping(value, path, keys)
     if node is None:
@@ -317,9 +319,29 @@ def _read_tenant(reader: Reader, value: object, path: str) -> Tenant | None:
     login = _https_url(reader, node, "login_endpoint", path, login_default)
     graph = _https_url(reader, node, "graph_endpoint", path, graph_default + "/v1.0")
     ca_file = reader.existing_file(node, "ca_file", path)
+    expires = _read_date(reader, node, "client_secret_expires", path)
     if secret is None:
         return None
-    return Tenant(name, tenant_id, client_id, secret, domains, cloud, login, graph, ca_file)
+    return Tenant(
+        name, tenant_id, client_id, secret, domains, cloud, login, graph, ca_file, expires
+    )
+
+
+def _read_date(
+    reader: Reader, node: Mapping[str, Any], key: str, path: str
+) -> datetime.date | None:
+    value = node.get(key)
+    if value is None or isinstance(value, datetime.date):
+        return value
+    try:
+        return datetime.date.fromisoformat(str(value))
+    except ValueError:
+        reader.issue(
+            join(path, key),
+            f"not a date: {value!r}",
+            "write it as YYYY-MM-DD (the Expires column under Certificates & secrets)",
+        )
+        return None
 
 
 def _https_url(reader: Reader, node: Mapping[str, Any], key: str, path: str, default: str) -> str:

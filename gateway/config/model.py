@@ -6,6 +6,7 @@ them from YAML and validates them; nothing else constructs them from untrusted i
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -105,6 +106,7 @@ class Tenant:
     login_endpoint: str = CLOUD_ENDPOINTS[Cloud.GLOBAL][0]
     graph_endpoint: str = CLOUD_ENDPOINTS[Cloud.GLOBAL][1] + "/v1.0"
     ca_file: Path | None = None
+    client_secret_expires: datetime.date | None = None
 
     @property
     def authority(self) -> str:

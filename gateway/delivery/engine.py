@@ -54,6 +54,8 @@ class DeliveryEvent:
     code: str = ""
     reason: str = ""
     mailbox: str = ""
+    tenant: str = ""
+    duration: float | None = None  # seconds the Graph request took, when one was answered
 
 
 Observer = Callable[[DeliveryEvent], None]
@@ -91,8 +93,10 @@ class DeliveryEngine:
         self._gates = MailboxGates(
             max_in_flight=settings.max_per_mailbox, rate_per_minute=settings.mailbox_rate
         )
+        self._hostname = hostname
         self._bouncer = Bouncer(spool, settings.postmaster, hostname)
         self._mailboxes: dict[str, str] = {}
+        self._tenants: dict[str, str] = {}
         self._known: set[str] = set()
         self._workers: list[asyncio.Task[None]] = []
         self._busy = 0
@@ -105,6 +109,18 @@ class DeliveryEngine:
         """Run spool I/O on the delivery threads, never on the threads that accept mail."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(function, *args))
+
+    def update_settings(self, settings: DeliverySettings) -> list[str]:
+        """Take new retry, lifetime and postmaster settings; what still needs a restart."""
+        old = self._settings
+        fixed = [
+            name
+            for name in ("concurrency", "max_per_mailbox", "mailbox_rate")
+            if getattr(old, name) != getattr(settings, name)
+        ]
+        self._settings = settings
+        self._bouncer = Bouncer(self._spool, settings.postmaster, self._hostname)
+        return [f"delivery.{name}" for name in fixed]
 
     @property
     def in_flight(self) -> int:
@@ -127,6 +143,7 @@ class DeliveryEngine:
         """The message left the queue (delivered, held, deleted): drop what we know of it."""
         self._known.discard(queue_id)
         self._mailboxes.pop(queue_id, None)
+        self._tenants.pop(queue_id, None)
         self._gates.forget(queue_id)
 
     def start(self) -> None:
@@ -238,6 +255,7 @@ class DeliveryEngine:
             return
         prepared = with_envelope_bcc(queued.message, list(queued.envelope.rcpt_tos))
         bound = bound.bind(tenant=route.tenant.name, mailbox=route.mailbox, mode="mime")
+        self._tenants[queued.queue_id] = route.tenant.name
         provider = self._tokens.for_tenant(route.tenant)
         answer: GraphAnswer | None = None
         outcome = Outcome()
@@ -290,13 +308,9 @@ class DeliveryEngine:
         }
         if outcome.delivered:
             await self._blocking(self._spool.complete, queued.queue_id)
-            self.forget(queued.queue_id)
             bound.info("delivered", recipients=len(queued.envelope.rcpt_tos), **details)
-            self._notify(
-                DeliveryEvent(
-                    queued.queue_id, "delivered", answer.status, answer.code, mailbox=route.mailbox
-                )
-            )
+            self._notify(queued.queue_id, "delivered", details, mailbox=route.mailbox)
+            self.forget(queued.queue_id)
             return
         if outcome.permanent:
             failure = Failure(
@@ -367,15 +381,7 @@ class DeliveryEngine:
         )
         if not self._stopping:
             self._schedule.add(queued.queue_id, delay)
-        self._notify(
-            DeliveryEvent(
-                queued.queue_id,
-                "deferred",
-                details.get("status"),
-                str(details.get("code", "")),
-                reason,
-            )
-        )
+        self._notify(queued.queue_id, "deferred", details, reason=reason)
 
     def _spool_defer(self, queue_id: str, record: dict[str, Any], next_attempt: float) -> None:
         self._spool.record_attempt(queue_id, record)
@@ -401,7 +407,6 @@ class DeliveryEngine:
             **details,
         }
         await self._blocking(self._spool.hold, queued.queue_id, reason)
-        self.forget(queued.queue_id)
         bound.error("held", reason=failure.explanation, expired=expired, **details)
         if bounce:
             notice = await self._blocking(self._bouncer.bounce, queued, failure)
@@ -414,16 +419,31 @@ class DeliveryEngine:
                 dsn_queue_id=notice.queue_id or None,
                 reason=notice.reason,
             )
-        self._notify(
-            DeliveryEvent(
-                queued.queue_id,
-                "held",
-                details.get("status"),
-                str(details.get("code", "")),
-                failure.explanation,
-            )
-        )
+        self._notify(queued.queue_id, "held", details, reason=failure.explanation)
+        self.forget(queued.queue_id)
 
-    def _notify(self, event: DeliveryEvent) -> None:
+    def _notify(
+        self,
+        queue_id: str,
+        result: str,
+        details: dict[str, Any],
+        *,
+        reason: str = "",
+        mailbox: str = "",
+    ) -> None:
+        status = details.get("status")
+        duration = details.get("duration_ms")
+        event = DeliveryEvent(
+            queue_id,
+            result,
+            status if isinstance(status, int) else None,
+            str(details.get("code", "")),
+            reason,
+            mailbox,
+            self._tenants.pop(queue_id, "")
+            if result != "deferred"
+            else self._tenants.get(queue_id, ""),
+            duration / 1000 if isinstance(duration, int | float) else None,
+        )
         for observer in self.observers:
             observer(event)

@@ -69,8 +69,10 @@ class TokenProvider:
         *,
         timeout: float,
         clock: Callable[[], float] = time.monotonic,
+        on_result: Callable[[str, bool], None] | None = None,
     ) -> None:
         self.tenant = tenant
+        self._on_result = on_result
         self._timeout = timeout
         self._clock = clock
         self._lock = asyncio.Lock()
@@ -93,15 +95,21 @@ class TokenProvider:
             try:
                 result = await asyncio.wait_for(asyncio.to_thread(self._acquire), self._timeout + 5)
             except TimeoutError:
+                self._report(ok=False)
                 raise TokenError(f"Entra ID did not answer within {self._timeout:g}s") from None
             self.fetches += 1
             token = result.get("access_token")
+            self._report(ok=bool(token))
             if not token:
                 code, explanation = explain_entra_error(result)
                 raise TokenError(f"tenant {self.tenant.name}: {explanation}", code=code)
             self._token = str(token)
             self._expires_at = self._clock() + float(result.get("expires_in", 3599))
             return self._token
+
+    def _report(self, *, ok: bool) -> None:
+        if self._on_result is not None:
+            self._on_result(self.tenant.name, ok)
 
     def invalidate(self) -> None:
         """Forget the token (Graph said 401): the next `get` asks Entra ID again."""
@@ -163,17 +171,25 @@ class TokenProvider:
 class TokenProviders:
     """One `TokenProvider` per tenant name."""
 
-    def __init__(self, tenants: tuple[Tenant, ...], *, timeout: float) -> None:
+    def __init__(
+        self,
+        tenants: tuple[Tenant, ...],
+        *,
+        timeout: float,
+        on_result: Callable[[str, bool], None] | None = None,
+    ) -> None:
         self._timeout = timeout
+        self._on_result = on_result
         self._providers = {
-            tenant.name: TokenProvider(tenant, timeout=timeout) for tenant in tenants
+            tenant.name: TokenProvider(tenant, timeout=timeout, on_result=on_result)
+            for tenant in tenants
         }
 
     def for_tenant(self, tenant: Tenant) -> TokenProvider:
         """The provider for `tenant` (created if the tenant is new)."""
         provider = self._providers.get(tenant.name)
         if provider is None or provider.tenant != tenant:
-            provider = TokenProvider(tenant, timeout=self._timeout)
+            provider = TokenProvider(tenant, timeout=self._timeout, on_result=self._on_result)
             self._providers[tenant.name] = provider
         return provider
 

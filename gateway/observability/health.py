@@ -1,4 +1,4 @@
-"""The HTTP endpoint: `/healthz` (the process answers) and `/readyz` (it can take mail).
+"""The HTTP endpoint: `/healthz` (alive), `/readyz` (can take mail), `/metrics` (Prometheus).
 
 Served by aiohttp's AppRunner on the application's own loop. `/readyz` answers 503 with a JSON
 body naming what is wrong, for systemd, Docker and Kubernetes probes.
@@ -6,9 +6,11 @@ body naming what is wrong, for systemd, Docker and Kubernetes probes.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 ReadinessCheck = Callable[[], dict[str, bool]]
 
@@ -16,7 +18,14 @@ ReadinessCheck = Callable[[], dict[str, bool]]
 class HealthServer:
     """`/healthz` and `/readyz` on one address."""
 
-    def __init__(self, host: str, port: int, readiness: ReadinessCheck) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        readiness: ReadinessCheck,
+        metrics: Callable[[], bytes] | None = None,
+    ) -> None:
+        self._metrics = metrics
         self._host = host
         self._port = port
         self._readiness = readiness
@@ -28,6 +37,8 @@ class HealthServer:
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
+        if self._metrics is not None:
+            app.router.add_get("/metrics", self._render_metrics)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
@@ -44,6 +55,11 @@ class HealthServer:
 
     async def _healthz(self, _request: web.Request) -> web.Response:
         return web.json_response({"status": "alive"})
+
+    async def _render_metrics(self, _request: web.Request) -> web.Response:
+        assert self._metrics is not None
+        body = await asyncio.to_thread(self._metrics)  # scrape-time gauges read the spool
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _readyz(self, _request: web.Request) -> web.Response:
         checks = self._readiness()

@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from prometheus_client import Counter
 
 from gateway import policy, replies
 from gateway.config import Config
 from gateway.errors import PolicyError, SpoolError
+from gateway.observability.metrics import Metrics
 from gateway.replies import Reply
 from gateway.routing import Router
 from gateway.smtp.session import GatewaySession
@@ -53,8 +55,10 @@ class Handler:
         on_queued: Callable[[str, float, str], None],
         capacity: Callable[[], str | None] = lambda: None,
         executor: Executor | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._executor = executor
+        self._metrics = metrics
         self._state = state
         self._spool = spool
         self._on_queued = on_queued
@@ -73,7 +77,9 @@ class Handler:
                 listener=session.listener,
                 reason="address is in no client's networks; add it to clients",
             )
+            self._count("connections", session.listener, "refused")
             return replies.CLIENT_NOT_ALLOWED
+        self._count("connections", session.listener, "accepted")
         session.client = client
         log.debug(
             "connected",
@@ -160,6 +166,7 @@ class Handler:
                 reply=replies.SPOOL_UNAVAILABLE.code,
                 reason=error.args[0],
             )
+            self._count("transactions", session.listener, "deferred")
             return str(replies.SPOOL_UNAVAILABLE)
         self._on_queued(queue_id, 0.0, session.route.mailbox if session.route else "")
         log.info(
@@ -174,7 +181,15 @@ class Handler:
             queue_id=queue_id,
             tenant=session.route.tenant.name if session.route else None,
         )
+        if self._metrics is not None:
+            self._metrics.transactions.labels(session.listener, "queued").inc()
+            self._metrics.received_bytes.labels(session.listener).inc(len(content))
         return str(replies.queued(queue_id))
+
+    def _count(self, counter: str, listener: str, result: str) -> None:
+        if self._metrics is not None:
+            metric: Counter = getattr(self._metrics, counter)
+            metric.labels(listener, result).inc()
 
     async def handle_exception(self, error: Exception) -> str:
         """Anything unexpected: log it with its traceback, tell the client only 451."""
@@ -184,6 +199,8 @@ class Handler:
     def _refused(
         self, session: GatewaySession, command: str, error: PolicyError, **fields: object
     ) -> None:
+        outcome = "deferred" if error.reply.is_transient else "refused"
+        self._count("transactions", session.listener, outcome)
         ip, _port = _peer(session)
         client = session.client.name if session.client else None
         log.warning(

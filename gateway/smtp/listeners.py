@@ -33,6 +33,7 @@ class Listeners:
         self._handler = handler
         self.registry = SessionRegistry()
         self._servers: list[asyncio.Server] = []
+        self._contexts: dict[str, ssl.SSLContext] = {}
         self.bound: list[Bound] = []
 
     async def start(self) -> None:
@@ -44,6 +45,7 @@ class Listeners:
                 if listener.tls is not TlsMode.NONE:
                     assert listener.tls_files is not None
                     context = server_context(listener.tls_files, f"smtp.listeners[{index}]")
+                    self._contexts[listener.name] = context
                 server = await loop.create_server(
                     lambda listener=listener, context=context: self._protocol(listener, context),
                     host=listener.address,
@@ -80,6 +82,36 @@ class Listeners:
             # aiosmtpd cannot see implicit TLS (aio-libs/aiosmtpd#281); AUTH is not offered yet.
             auth_require_tls=listener.tls is not TlsMode.IMPLICIT,
         )
+
+    def reload(self, settings: SmtpSettings) -> list[str]:
+        """Take new SMTP settings without closing a socket; what still needs a restart.
+
+        Certificates are loaded into the existing TLS contexts, so new handshakes (STARTTLS and
+        implicit) use them at once while established sessions carry on. Limits, hostname and
+        timeouts apply to new connections. Adding, removing or moving listeners needs a restart.
+        """
+
+        def shape(listeners: tuple[Listener, ...]) -> list[tuple[str, str, int, TlsMode]]:
+            return [(item.name, item.address, item.port, item.tls) for item in listeners]
+
+        if shape(settings.listeners) != shape(self._settings.listeners):
+            return ["smtp.listeners (addresses, ports or TLS modes) changed"]
+        fresh = {}
+        for index, listener in enumerate(settings.listeners):
+            if listener.tls_files is not None:
+                # Build first: an unusable certificate raises ConfigError and changes nothing.
+                fresh[listener.name] = server_context(
+                    listener.tls_files, f"smtp.listeners[{index}]"
+                )
+        for listener in settings.listeners:
+            if listener.tls_files is not None and listener.name in self._contexts:
+                context = self._contexts[listener.name]
+                context.minimum_version = fresh[listener.name].minimum_version
+                context.load_cert_chain(
+                    str(listener.tls_files.cert_file), str(listener.tls_files.key_file)
+                )
+        self._settings = settings
+        return []
 
     def address(self, name: str) -> tuple[str, int]:
         """(host, port) a named listener is bound to."""

@@ -39,6 +39,14 @@ def new_queue_id() -> str:
     return f"{time.time_ns() // 1000:013X}{secrets.token_hex(3).upper()}"
 
 
+def queued_at(queue_id: str) -> float | None:
+    """When a queue ID was made (seconds since the epoch), read from the ID itself."""
+    try:
+        return int(queue_id[:13], 16) / 1_000_000
+    except ValueError:
+        return None
+
+
 def encode(envelope: Envelope, message: bytes) -> bytes:
     """The bytes of a queue file."""
     header = json.dumps(asdict(envelope), separators=(",", ":")).encode("utf-8")

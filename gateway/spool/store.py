@@ -41,6 +41,7 @@ from gateway.spool.format import (
     encode,
     new_queue_id,
     parse_envelope,
+    queued_at,
     split_head,
 )
 
@@ -378,6 +379,22 @@ class Spool:
         """How many messages are in one state."""
         with os.scandir(self._dir(state)) as entries:
             return sum(1 for entry in entries if entry.name.endswith(_SUFFIX))
+
+    def census(self) -> dict[str, object]:
+        """Messages per state and the age of the oldest one waiting (queue or active)."""
+        states: dict[str, int] = {}
+        oldest = ""
+        for state in STATES:
+            count = 0
+            with os.scandir(self._dir(state)) as entries:
+                for entry in entries:
+                    if entry.name.endswith(_SUFFIX):
+                        count += 1
+                        if state in ("queue", "active") and (not oldest or entry.name < oldest):
+                            oldest = entry.name
+            states[state] = count
+        born = queued_at(oldest) if oldest else None
+        return {"states": states, "oldest_age": max(0.0, time.time() - born) if born else 0.0}
 
     def free_bytes(self) -> int:
         """Bytes available to this process on the spool's file system."""

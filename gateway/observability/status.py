@@ -1,0 +1,94 @@
+"""What the gateway knows about its own health: readiness, credential expiry, metric updates.
+
+`Status` is fed by the components (delivery events, token results, listeners bound) and read by
+`/readyz`, `/metrics` and the start-up and reload warnings about expiring credentials.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable
+
+import structlog
+
+from gateway.config import Tenant
+from gateway.delivery.engine import DeliveryEvent
+from gateway.observability.metrics import Metrics
+from gateway.spool import Spool
+
+log = structlog.get_logger("gateway")
+EXPIRY_WARNING_DAYS = 30
+
+
+def credential_days(
+    tenants: tuple[Tenant, ...], today: datetime.date
+) -> dict[tuple[str, str], int]:
+    """Days left per (tenant, credential) for credentials whose expiry is known."""
+    return {
+        (tenant.name, "client_secret"): (tenant.client_secret_expires - today).days
+        for tenant in tenants
+        if tenant.client_secret_expires is not None
+    }
+
+
+def warn_expiring(tenants: tuple[Tenant, ...], today: datetime.date) -> None:
+    """One warning per credential that expires within 30 days (or has expired)."""
+    for (tenant, kind), days in credential_days(tenants, today).items():
+        if days <= EXPIRY_WARNING_DAYS:
+            log.warning(
+                "credential_expiring",
+                tenant=tenant,
+                credential=kind,
+                days_left=days,
+                action="create a new secret under Certificates & secrets, then update "
+                "the secret file and reload",
+            )
+
+
+class Status:
+    """Health facts gathered from the running components."""
+
+    def __init__(
+        self,
+        spool: Spool,
+        metrics: Metrics,
+        tenants: Callable[[], tuple[Tenant, ...]],
+        listeners_bound: Callable[[], bool],
+    ) -> None:
+        self._spool = spool
+        self._metrics = metrics
+        self._tenants = tenants
+        self._listeners_bound = listeners_bound
+        self._token_ok: dict[str, bool] = {}
+
+    def token_result(self, tenant: str, ok: bool) -> None:
+        """A token request for `tenant` succeeded or failed."""
+        self._token_ok[tenant] = ok
+        self._metrics.tokens.labels(tenant, "ok" if ok else "failed").inc()
+
+    def delivery_event(self, event: DeliveryEvent) -> None:
+        """Count one delivery attempt."""
+        tenant = event.tenant or "unrouted"
+        self._metrics.attempts.labels(tenant, event.result, event.code or "none").inc()
+        if event.duration is not None:
+            self._metrics.graph_latency.labels(tenant).observe(event.duration)
+        if event.status == 429:
+            self._metrics.throttled.labels(tenant).inc()
+
+    def readiness(self) -> dict[str, bool]:
+        """Each check by name; ready when all are true. Tenants never tried count as usable."""
+        checks = {"listeners": self._listeners_bound(), "spool_writable": self._spool.writable()}
+        for tenant in self._tenants():
+            checks[f"tenant:{tenant.name}"] = self._token_ok.get(tenant.name, True)
+        return checks
+
+    def scrape(self) -> dict[str, object]:
+        """Scrape-time values for the metrics gauges (runs in a thread: it reads the spool)."""
+        census = self._spool.census()
+        return {
+            **census,
+            "credentials": credential_days(
+                self._tenants(), datetime.datetime.now(datetime.UTC).date()
+            ),
+            "ready": self.readiness(),
+        }
