@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import io
+import logging
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import structlog
 
 from gateway.emulator import Emulator, EmulatorSettings, running_emulator
+from gateway.observability.logging import configure_logging
+
+# Every secret value and the shape of every token the tests use: none may ever be logged.
+SECRETS = ("contoso-secret", "right-secret", "old-secret", "Wr0ngSecretValue", "hunter2-secret",
+           "s3cr3t-value", "from-systemd", "demo-secret-not-used-by-microsoft")
+JWT_HEAD = "eyJ"  # base64url of '{"': the start of every access token
 
 
 @pytest.fixture(autouse=True)
-def _reset_structlog() -> None:
+def _debug_logs_hold_no_secrets() -> Iterator[None]:
+    """The whole suite runs with DEBUG logging; no test may make a secret or token appear."""
     structlog.reset_defaults()
+    stream = io.StringIO()
+    configure_logging("debug", "json", stream=stream)
+    yield
+    text = stream.getvalue()
+    leaked = [secret for secret in (*SECRETS, JWT_HEAD) if secret in text]
+    assert not leaked, f"logged: {leaked}"
+    structlog.reset_defaults()
+    logging.getLogger().handlers.clear()
 
 
 @pytest.fixture

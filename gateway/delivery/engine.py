@@ -34,6 +34,7 @@ from gateway.errors import TokenError
 from gateway.graph.client import GraphAnswer, GraphClient, GraphTransportError
 from gateway.graph.tokens import TokenProviders
 from gateway.mime.dsn import Failure
+from gateway.mime.headers import message_id
 from gateway.mime.recipients import with_envelope_bcc
 from gateway.routing import Route, Router
 from gateway.spool import Envelope, QueuedMessage, Spool
@@ -254,7 +255,12 @@ class DeliveryEngine:
             )
             return
         prepared = with_envelope_bcc(queued.message, list(queued.envelope.rcpt_tos))
-        bound = bound.bind(tenant=route.tenant.name, mailbox=route.mailbox, mode="mime")
+        bound = bound.bind(
+            tenant=route.tenant.name,
+            mailbox=route.mailbox,
+            mode="mime",
+            message_id=message_id(queued.message),
+        )
         self._tenants[queued.queue_id] = route.tenant.name
         provider = self._tokens.for_tenant(route.tenant)
         answer: GraphAnswer | None = None

@@ -62,6 +62,12 @@ def _unfold(header_section: bytes, wanted: set[str]) -> list[tuple[str, str]]:
     return [(key, "".join(parts).strip()) for key, parts in fields if key]
 
 
+def message_id(raw: bytes) -> str:
+    """The Message-ID header of a raw message ("" when there is none), for logs."""
+    values = _unfold(split_message(raw)[0], {"message-id"})
+    return values[0][1][:200] if values else ""
+
+
 _ADDR_SPEC = re.compile(
     r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?"
 )

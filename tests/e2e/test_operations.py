@@ -19,6 +19,7 @@ from gateway.emulator import Emulator, EmulatorApp, EmulatorSettings, running_em
 from gateway.observability.logging import configure_logging
 from tests.e2e.test_pipeline import MESSAGE
 from tests.support.gateway import config_document, make_config, run_gateway, write_config
+from tests.support.load import Load
 from tests.support.process import GatewayProcess
 
 HTTP = {"listen": "127.0.0.1:0"}
@@ -112,7 +113,7 @@ async def test_sighup_reload_and_systemd_notifications(
     notify = NotifySocket(tmp_path / "notify.sock")
     monkeypatch.setenv("NOTIFY_SOCKET", str(notify.path))
     monkeypatch.setenv("WATCHDOG_USEC", "400000")
-    document = config_document(tmp_path, emulator)
+    document = config_document(tmp_path, emulator, delivery={"mailbox_rate": 0})
     config = write_config(tmp_path, document)
     gateway = await GatewayProcess.start(config)
     try:
@@ -126,6 +127,8 @@ async def test_sighup_reload_and_systemd_notifications(
                 return client.mail(sender)
 
         assert (await asyncio.to_thread(send, "a@fabrikam.com"))[0] == 550
+        load = Load(port=port, prefix="reload", senders=4, per_sender=40)
+        threads = load.start()  # mail keeps flowing through both reloads
         # A valid change: the tenant now serves fabrikam.com too.
         document["tenants"][0]["domains"].append("fabrikam.com")
         config.write_text(yaml.safe_dump(document))
@@ -141,6 +144,15 @@ async def test_sighup_reload_and_systemd_notifications(
         failed = await gateway.wait_for_event("reload_failed")
         assert any("tenants" in error for error in failed["errors"])
         assert (await asyncio.to_thread(send, "a@fabrikam.com"))[0] == 250
+        for thread in threads:
+            await asyncio.to_thread(thread.join, 60)
+        assert load.failures == 0 and len(load.acknowledged) == 160
+        async with asyncio.timeout(60):
+            while len(emulator.delivered()) < 160:
+                await asyncio.sleep(0.05)
+        delivered = {m.mime.split(b"Message-ID: <")[1].split(b">")[0].decode()
+                     for m in emulator.delivered()}
+        assert set(load.acknowledged) <= delivered
         gateway.process.send_signal(signal.SIGTERM)
         await notify.expect("STOPPING=1")
         assert await gateway.wait_exit() == 0
