@@ -60,3 +60,46 @@ async def test_starttls_and_implicit_tls(tmp_path: Path, emulator: Emulator, cer
         await gateway.delivered(2)
     assert before_tls[0] == 530  # require_tls: no mail before STARTTLS
     assert len(emulator.delivered()) == 2
+
+
+async def test_reload_swaps_the_certificate_without_dropping_sessions(
+    tmp_path: Path, emulator: Emulator
+) -> None:
+    old_ca, new_ca = trustme.CA(), trustme.CA()
+    for ca, name in ((old_ca, "old"), (new_ca, "new")):
+        leaf = ca.issue_cert("127.0.0.1")
+        leaf.cert_chain_pems[0].write_to_path(str(tmp_path / f"{name}.crt"))
+        leaf.private_key_pem.write_to_path(str(tmp_path / f"{name}.key"))
+
+    def smtp(name: str) -> dict[str, object]:
+        return {"tls": {"cert_file": str(tmp_path / f"{name}.crt"),
+                        "key_file": str(tmp_path / f"{name}.key")},
+                "listeners": [{"name": "lan", "address": "127.0.0.1", "port": 0,
+                               "tls": "starttls"}]}
+
+    def trusting(ca: trustme.CA) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        ca.configure_trust(context)
+        return context
+
+    config = make_config(tmp_path, emulator, smtp=smtp("old"))
+    async with run_gateway(config) as gateway:
+        port = gateway.smtp_address[1]
+        # A session that started before the reload stays up.
+        before = await asyncio.to_thread(smtplib.SMTP, "127.0.0.1", port, timeout=10)
+        await asyncio.to_thread(before.starttls, context=trusting(old_ca))
+        # The renewed certificate is picked up by SIGHUP's reload, with the port kept.
+        make_config(tmp_path, emulator, smtp=smtp("new"))  # rewrites gateway.yaml
+        assert await gateway.gateway.reload()
+
+        def fresh(ca: trustme.CA) -> None:
+            with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+                client.starttls(context=trusting(ca))
+
+        await asyncio.to_thread(fresh, new_ca)
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await asyncio.to_thread(fresh, old_ca)
+        await asyncio.to_thread(before.sendmail, "scanner@contoso.com", ["alice@contoso.com"],
+                                MESSAGE)
+        await asyncio.to_thread(before.quit)
+        await gateway.delivered(1)
