@@ -32,7 +32,7 @@ from gateway.observability.systemd import Notifier
 from gateway.routing import Router
 from gateway.smtp.handler import Handler, PolicyState
 from gateway.smtp.listeners import Listeners
-from gateway.spool import Spool
+from gateway.spool import Envelope, Spool
 from gateway.spool.admin import Listener, QueueAdmin
 
 log = structlog.get_logger("gateway")
@@ -43,7 +43,7 @@ class Gateway:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self._state = PolicyState(config, Router(config.tenants))
+        self._state = PolicyState(config, Router(config.tenants, config.routing))
         self.spool = Spool(config.spool.directory)
         self._session: aiohttp.ClientSession | None = None
         self._tokens: TokenProviders | None = None
@@ -85,6 +85,7 @@ class Gateway:
                 settings=self.config.delivery,
                 hostname=self.config.smtp.hostname or socket.getfqdn(),
                 executor=self._delivery_io,
+                identity_send_as=self._identity_send_as,
             )
             self.engine.observers.append(self.status.delivery_event)
             now = time.time()
@@ -122,6 +123,13 @@ class Gateway:
             recovered=len(queued),
             tenants=[tenant.name for tenant in self.config.tenants],
         )
+
+    def _identity_send_as(self, envelope: Envelope) -> str:
+        """The `send_as` of the client (by name, in the current config) that sent a message."""
+        for client in self._state.config.clients:
+            if client.name == envelope.client:
+                return client.send_as
+        return ""
 
     def _queue_admin(self, engine: DeliveryEngine) -> QueueAdmin:
         """Queue commands run in a thread; they tell the engine through the event loop."""
@@ -172,7 +180,7 @@ class Gateway:
         for key in ("spool", "http", "drain_timeout"):
             if getattr(new, key) != getattr(self.config, key):
                 restart.append(key)
-        self._state = PolicyState(new, Router(new.tenants))
+        self._state = PolicyState(new, Router(new.tenants, new.routing))
         self.config = new
         warn_expiring(new.tenants, datetime.datetime.now(datetime.UTC).date())
         log.info(

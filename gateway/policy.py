@@ -44,7 +44,7 @@ def check_sender(text: str, client: Client, router: Router) -> tuple[Address, Ro
             replies.SENDER_NOT_ALLOWED,
             f"client {client.name!r} may not send as {address}; add it to that client's senders",
         )
-    route = router.route(address)
+    route = router.route(address, client.send_as)
     if route is None:
         raise PolicyError(
             replies.NO_TENANT_FOR_SENDER,

@@ -1,7 +1,11 @@
-"""Pure routing: which tenant sends for a sender's domain.
+"""Pure routing: which tenants send a sender's mail, in which order, and as which mailbox.
 
-Exact domains win over wildcards; among wildcards (`*.contoso.com`, matching subdomains only)
-the longest suffix wins. No I/O.
+Per-address overrides win, then the sender's exact domain, then the longest wildcard
+(`*.contoso.com` matches subdomains only), then the default tenant. Several tenants (app
+registrations) may list the same domain at different priorities: they are failover routes,
+tried lowest priority first. The mailbox to send as is, in order: the client's or user's
+`send_as`, the domain's `routing.send_as`, the tenant's `send_as`, else the sender itself.
+No I/O.
 """
 
 from __future__ import annotations
@@ -9,45 +13,68 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.addresses import Address
-from gateway.config import Tenant
+from gateway.config import RoutingSettings, Tenant
 
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """Where one sender's mail goes: the tenant and the mailbox to send as."""
+    """One way to deliver a sender's mail: the tenant and the mailbox to send as."""
 
     tenant: Tenant
     mailbox: str
+    rewrite_from: bool = False  # the header From becomes `mailbox` (keeping the display name)
 
 
 class Router:
-    """Looks up tenants by sender domain."""
+    """Looks up tenants by sender."""
 
-    def __init__(self, tenants: tuple[Tenant, ...]) -> None:
-        self._exact: dict[str, Tenant] = {}
-        self._wildcards: list[tuple[str, Tenant]] = []
+    def __init__(self, tenants: tuple[Tenant, ...], routing: RoutingSettings | None = None) -> None:
+        self._routing = routing or RoutingSettings()
+        self._by_name = {tenant.name: tenant for tenant in tenants}
+        self._exact: dict[str, list[Tenant]] = {}
+        self._wildcards: dict[str, list[Tenant]] = {}
         for tenant in tenants:
             for domain in tenant.domains:
-                if domain.startswith("*."):
-                    self._wildcards.append((domain[1:], tenant))
-                else:
-                    self._exact[domain] = tenant
-        self._wildcards.sort(key=lambda item: len(item[0]), reverse=True)
+                table = self._wildcards if domain.startswith("*.") else self._exact
+                table.setdefault(domain.removeprefix("*"), []).append(tenant)
+        for table in (self._exact, self._wildcards):
+            for listed in table.values():
+                listed.sort(key=lambda tenant: tenant.priority)
+        self._suffixes = sorted(self._wildcards, key=len, reverse=True)
+        self._addresses = dict(self._routing.addresses)
+        self._send_as = dict(self._routing.send_as)
+
+    def tenants_for(self, address: Address) -> list[Tenant]:
+        """The tenants that may send for `address`, in the order to try them."""
+        override = self._addresses.get(str(address).lower())
+        if override is not None:
+            return [self._by_name[override]]
+        domain = address.domain.lower()
+        if domain in self._exact:
+            return list(self._exact[domain])
+        for suffix in self._suffixes:
+            if domain.endswith(suffix):
+                return list(self._wildcards[suffix])
+        default = self._by_name.get(self._routing.default_tenant)
+        return [default] if default is not None else []
 
     def tenant_for(self, domain: str) -> Tenant | None:
-        """The tenant serving `domain`, or None."""
-        domain = domain.lower()
-        exact = self._exact.get(domain)
-        if exact is not None:
-            return exact
-        for suffix, tenant in self._wildcards:
-            if domain.endswith(suffix):
-                return tenant
-        return None
+        """The first tenant serving `domain`, or None."""
+        tenants = self.tenants_for(Address("x", domain))
+        return tenants[0] if tenants else None
 
-    def route(self, sender: Address) -> Route | None:
-        """The route for an envelope sender, or None when no tenant serves its domain."""
-        tenant = self.tenant_for(sender.domain)
-        if tenant is None:
-            return None
-        return Route(tenant=tenant, mailbox=str(sender))
+    def routes(self, sender: Address, send_as: str = "") -> list[Route]:
+        """Every route for an envelope sender, first choice first (empty: refuse it)."""
+        found = []
+        for tenant in self.tenants_for(sender):
+            mailbox = (
+                send_as or self._send_as.get(sender.domain.lower()) or tenant.send_as or str(sender)
+            )
+            rewrite = mailbox.lower() != str(sender).lower() and not tenant.keep_from
+            found.append(Route(tenant=tenant, mailbox=mailbox, rewrite_from=rewrite))
+        return found
+
+    def route(self, sender: Address, send_as: str = "") -> Route | None:
+        """The first route for an envelope sender, or None when no tenant serves it."""
+        routes = self.routes(sender, send_as)
+        return routes[0] if routes else None

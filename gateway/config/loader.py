@@ -28,6 +28,7 @@ from gateway.config.model import (
     HttpSettings,
     Listener,
     LoggingSettings,
+    RoutingSettings,
     SmtpSettings,
     SpoolSettings,
     Tenant,
@@ -39,6 +40,8 @@ from gateway.config.reader import Reader, join
 from gateway.errors import ConfigError, ConfigIssue
 
 _TOP_KEYS = (
+    "routing",
+    "proxy",
     "smtp",
     "clients",
     "users",
@@ -127,6 +130,8 @@ def _read_config(reader: Reader, document: object, source: Path | None) -> Confi
         http=_read_http(reader, root.get("http")),
         logging=_read_logging(reader, root.get("logging")),
         drain_timeout=reader.duration(shutdown, "drain_timeout", "shutdown", 30.0),
+        routing=_read_routing(reader, root.get("routing"), tenants),
+        proxy=_read_proxy(reader, root),
         source=source,
     )
 
@@ -241,10 +246,11 @@ def _read_senders(reader: Reader, node: Mapping[str, Any], path: str) -> tuple[s
 
 
 def _read_client(reader: Reader, value: object, path: str) -> Client | None:
-    node = reader.mapping(value, path, ("name", "networks", "senders"))
+    node = reader.mapping(value, path, ("name", "networks", "senders", "send_as"))
     if node is None:
         return None
     name = reader.required_string(node, "name", path, "give each client a name for the logs")
+    send_as = _read_mailbox(reader, node, "send_as", path)
     networks = reader.networks(node, "networks", path)
     if not networks:
         reader.issue(
@@ -252,12 +258,12 @@ def _read_client(reader: Reader, value: object, path: str) -> Client | None:
             "at least one network is required",
             "e.g. networks: [192.168.10.0/24]",
         )
-    return Client(name, networks, _read_senders(reader, node, path))
+    return Client(name, networks, _read_senders(reader, node, path), send_as)
 
 
 def _read_user(reader: Reader, value: object, path: str) -> User | None:
     node = reader.mapping(
-        value, path, ("username", "password_hash", "password_hash_file", "senders")
+        value, path, ("username", "password_hash", "password_hash_file", "senders", "send_as")
     )
     if node is None:
         return None
@@ -272,7 +278,7 @@ def _read_user(reader: Reader, value: object, path: str) -> User | None:
     senders = _read_senders(reader, node, path)
     if password_hash is None:
         return None
-    return User(username, password_hash, senders)
+    return User(username, password_hash, senders, _read_mailbox(reader, node, "send_as", path))
 
 
 def _read_tenant(reader: Reader, value: object, path: str) -> Tenant | None:
@@ -288,6 +294,9 @@ def _read_tenant(reader: Reader, value: object, path: str) -> Tenant | None:
         "graph_endpoint",
         "ca_file",
         "client_secret_expires",
+        "priority",
+        "send_as",
+        "keep_from",
     )
     node = reader.mapping(value, path, keys)
     if node is None:
@@ -322,9 +331,93 @@ def _read_tenant(reader: Reader, value: object, path: str) -> Tenant | None:
     expires = _read_date(reader, node, "client_secret_expires", path)
     if secret is None:
         return None
+    priority = reader.integer(node, "priority", path, 0, minimum=0, maximum=1000)
+    send_as = _read_mailbox(reader, node, "send_as", path)
+    keep_from = reader.boolean(node, "keep_from", path, False)
+    if keep_from and not send_as:
+        reader.issue(
+            join(path, "keep_from"),
+            "keep_from needs send_as",
+            "keep_from keeps the original From while sending as the send_as mailbox",
+        )
     return Tenant(
-        name, tenant_id, client_id, secret, domains, cloud, login, graph, ca_file, expires
+        name,
+        tenant_id,
+        client_id,
+        secret,
+        domains,
+        cloud,
+        login,
+        graph,
+        ca_file,
+        expires,
+        priority,
+        send_as,
+        keep_from,
     )
+
+
+def _read_mailbox(reader: Reader, node: Mapping[str, Any], key: str, path: str) -> str:
+    text = reader.string(node, key, path) or ""
+    if not text:
+        return ""
+    address = parse_mailbox(text)
+    if address is None:
+        reader.issue(
+            join(path, key), f"not a mailbox address: {text!r}", "e.g. scanner@contoso.com"
+        )
+        return ""
+    return str(address)
+
+
+def _read_routing(reader: Reader, value: object, tenants: tuple[Tenant, ...]) -> RoutingSettings:
+    node = reader.mapping(value, "routing", ("default_tenant", "addresses", "send_as")) or {}
+    names = {tenant.name for tenant in tenants}
+    default = reader.string(node, "default_tenant", "routing") or ""
+    if default and default not in names:
+        reader.issue(
+            "routing.default_tenant",
+            f"no tenant named {default!r}",
+            "use the name of one of the tenants",
+        )
+    addresses: list[tuple[str, str]] = []
+    for sender, tenant in _pairs(reader, node.get("addresses"), "routing.addresses"):
+        address = parse_mailbox(sender)
+        if address is None:
+            reader.issue(
+                join("routing.addresses", sender),
+                "not an address",
+                "map sender addresses to tenant names",
+            )
+        elif tenant not in names:
+            reader.issue(
+                join("routing.addresses", sender),
+                f"no tenant named {tenant!r}",
+                "use the name of one of the tenants",
+            )
+        else:
+            addresses.append((str(address).lower(), tenant))
+    send_as: list[tuple[str, str]] = []
+    for domain, mailbox in _pairs(reader, node.get("send_as"), "routing.send_as"):
+        address = parse_mailbox(mailbox)
+        if address is None:
+            reader.issue(
+                join("routing.send_as", domain),
+                f"not a mailbox address: {mailbox!r}",
+                "e.g. scanner@contoso.com",
+            )
+        else:
+            send_as.append((domain.lower(), str(address)))
+    return RoutingSettings(default, tuple(addresses), tuple(send_as))
+
+
+def _pairs(reader: Reader, value: object, path: str) -> list[tuple[str, str]]:
+    if value is None:
+        return []
+    if not isinstance(value, dict):
+        reader.issue(path, "expected a mapping", "key: value pairs")
+        return []
+    return [(str(key), str(item)) for key, item in value.items()]
 
 
 def _read_date(
@@ -457,13 +550,23 @@ def _check_unique(reader: Reader, path: str, names: list[str], key: str) -> None
 
 
 def _check_domains(reader: Reader, tenants: tuple[Tenant, ...]) -> None:
-    owner: dict[str, str] = {}
+    """A domain may be listed by several tenants (failover routes) only at distinct priorities."""
+    owner: dict[tuple[str, int], str] = {}
     for tenant in tenants:
         for domain in tenant.domains:
-            if domain in owner and owner[domain] != tenant.name:
+            other = owner.get((domain, tenant.priority))
+            if other is not None and other != tenant.name:
                 reader.issue(
                     f"tenants.{tenant.name}.domains",
-                    f"domain {domain!r} is also listed by tenant {owner[domain]!r}",
-                    "each domain is served by exactly one tenant",
+                    f"domain {domain!r} is also listed by tenant {other!r} at the same priority",
+                    "give failover routes different priorities (lower is tried first)",
                 )
-            owner[domain] = tenant.name
+            owner[(domain, tenant.priority)] = tenant.name
+
+
+def _read_proxy(reader: Reader, root: Mapping[str, Any]) -> str:
+    proxy = reader.string(root, "proxy", "") or ""
+    if proxy and not re.match(r"^https?://[^/\s]+/?$", proxy):
+        reader.issue("proxy", f"not a proxy URL: {proxy!r}", "e.g. http://proxy.contoso.com:3128")
+        return ""
+    return proxy.rstrip("/")

@@ -82,6 +82,7 @@ class Client:
     name: str
     networks: tuple[IPNetwork, ...]
     senders: tuple[str, ...]
+    send_as: str = ""  # deliver as this mailbox instead of the sender (a shared scanner mailbox)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,7 @@ class User:
     username: str
     password_hash: Secret
     senders: tuple[str, ...]
+    send_as: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +109,9 @@ class Tenant:
     graph_endpoint: str = CLOUD_ENDPOINTS[Cloud.GLOBAL][1] + "/v1.0"
     ca_file: Path | None = None
     client_secret_expires: datetime.date | None = None
+    priority: int = 0  # lower first; tenants sharing a domain are tried in this order
+    send_as: str = ""  # mailbox to send as for every sender of this tenant ("" = the sender)
+    keep_from: bool = False  # with send_as: keep the original From (needs Send As rights)
 
     @property
     def authority(self) -> str:
@@ -164,6 +169,15 @@ class LoggingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RoutingSettings:
+    """Routing beyond tenants' domain lists."""
+
+    default_tenant: str = ""  # tenant for sender domains no tenant lists ("" = refuse them)
+    addresses: tuple[tuple[str, str], ...] = ()  # (sender address, tenant name) overrides
+    send_as: tuple[tuple[str, str], ...] = ()  # (sender domain, mailbox to send as)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole, validated configuration."""
 
@@ -176,4 +190,6 @@ class Config:
     http: HttpSettings | None = None
     logging: LoggingSettings = LoggingSettings()
     drain_timeout: float = 30.0
+    routing: RoutingSettings = RoutingSettings()
+    proxy: str = ""  # outbound HTTPS proxy for Entra ID and Graph ("" = HTTPS_PROXY, if set)
     source: Path | None = None

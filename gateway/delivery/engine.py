@@ -36,6 +36,7 @@ from gateway.graph.tokens import TokenProviders
 from gateway.mime.dsn import Failure
 from gateway.mime.headers import message_id
 from gateway.mime.recipients import with_envelope_bcc
+from gateway.mime.sender import rewrite_from
 from gateway.routing import Route, Router
 from gateway.spool import Envelope, QueuedMessage, Spool
 from gateway.spool.format import CorruptRecord
@@ -62,10 +63,13 @@ class DeliveryEvent:
 Observer = Callable[[DeliveryEvent], None]
 
 
-def route_for(envelope: Envelope, router: Router) -> Route | None:
-    """Where a queued message goes: by its sender, or by `send_as` for the gateway's own mail."""
+def route_for(envelope: Envelope, router: Router, send_as: str = "") -> Route | None:
+    """The first route of a queued message: by `send_as` for the gateway's own mail (bounces),
+    else by its sender (sent as the client's or user's `send_as` when one is set)."""
     address = parse_mailbox(envelope.send_as or envelope.mail_from)
-    return router.route(address) if address else None
+    if address is None:
+        return None
+    return router.route(address, "" if envelope.send_as else send_as)
 
 
 class DeliveryEngine:
@@ -82,8 +86,10 @@ class DeliveryEngine:
         hostname: str = "",
         rng: random.Random | None = None,
         executor: Executor | None = None,
+        identity_send_as: Callable[[Envelope], str] = lambda _envelope: "",
     ) -> None:
         self._executor = executor
+        self._identity_send_as = identity_send_as
         self._spool = spool
         self._router = router
         self._tokens = tokens
@@ -202,7 +208,7 @@ class DeliveryEngine:
                 return ""  # lease() moves it to corrupt/ and logs it
             if envelope is None:
                 return None
-            route = route_for(envelope, self._router())
+            route = route_for(envelope, self._router(), self._identity_send_as(envelope))
             mailbox = self._mailboxes[queue_id] = route.mailbox.lower() if route else ""
         return mailbox
 
@@ -243,58 +249,83 @@ class DeliveryEngine:
             return
         attempt = queued.attempts + 1
         bound = log.bind(queue_id=queue_id, attempt=attempt)
-        route = route_for(queued.envelope, self._router())
-        if route is None:
+        routes = self._routes(queued.envelope)
+        if not routes:
             await self._defer(
                 queued,
                 attempt,
                 bound,
-                reason="no tenant serves the sender's "
-                "domain any more; add it to a tenant's domains",
+                reason="no tenant serves the sender's domain any more; "
+                "add it to a tenant's domains",
                 config=True,
             )
             return
         prepared = with_envelope_bcc(queued.message, list(queued.envelope.rcpt_tos))
-        bound = bound.bind(
-            tenant=route.tenant.name,
-            mailbox=route.mailbox,
-            mode="mime",
-            message_id=message_id(queued.message),
-        )
-        self._tenants[queued.queue_id] = route.tenant.name
-        provider = self._tokens.for_tenant(route.tenant)
-        answer: GraphAnswer | None = None
-        outcome = Outcome()
-        for _refresh in range(2):
+        bound = bound.bind(mode="mime", message_id=message_id(queued.message))
+        for number, route in enumerate(routes, 1):
+            last = number == len(routes)
+            routed = bound.bind(tenant=route.tenant.name, mailbox=route.mailbox, route=number)
+            self._tenants[queued.queue_id] = route.tenant.name
+            message = prepared.message
+            if route.rewrite_from:
+                message = rewrite_from(message, route.mailbox)
             try:
-                token = await provider.get()
-                answer = await self._graph.send_mime(
-                    graph_endpoint=route.tenant.graph_endpoint,
-                    mailbox=route.mailbox,
-                    message=prepared.message,
-                    token=token,
-                    ca_file=route.tenant.ca_file,
-                )
+                answer, outcome = await self._send(route, message)
             except TokenError as error:
+                if not last:  # failover: this app cannot get a token; try the next route
+                    routed.warning("route_failed", reason=error.reason, code=error.code)
+                    continue
                 await self._defer(
-                    queued, attempt, bound, reason=error.reason, code=error.code, config=True
+                    queued, attempt, routed, reason=error.reason, code=error.code, config=True
                 )
                 return
             except GraphTransportError as error:
                 if error.sent:
-                    bound.warning(
+                    routed.warning(
                         "delivery_ambiguous",
                         reason=error.reason,
                         note="Graph may have accepted it; the retry may duplicate it",
                     )
-                await self._defer(queued, attempt, bound, reason=error.reason)
+                await self._defer(queued, attempt, routed, reason=error.reason)
                 return
+            if answer.code == "ErrorAccessDenied" and not last:
+                routed.warning(
+                    "route_failed",
+                    reason=outcome.explanation,
+                    code=answer.code,
+                    status=answer.status,
+                    request_id=answer.request_id,
+                )
+                continue
+            await self._finish(queued, attempt, answer, outcome=outcome, route=route, bound=routed)
+            return
+
+    def _routes(self, envelope: Envelope) -> list[Route]:
+        """The routes for a queued message: its own mail by `send_as`, else by the sender."""
+        if envelope.send_as:
+            address = parse_mailbox(envelope.send_as)
+            route = self._router().route(address) if address else None
+            return [Route(route.tenant, envelope.send_as)] if route else []
+        sender = parse_mailbox(envelope.mail_from)
+        return self._router().routes(sender, self._identity_send_as(envelope)) if sender else []
+
+    async def _send(self, route: Route, message: bytes) -> tuple[GraphAnswer, Outcome]:
+        """One Graph request (and one more after a 401 with a fresh token)."""
+        provider = self._tokens.for_tenant(route.tenant)
+        for _refresh in range(2):
+            token = await provider.get()
+            answer = await self._graph.send_mime(
+                graph_endpoint=route.tenant.graph_endpoint,
+                mailbox=route.mailbox,
+                message=message,
+                token=token,
+                ca_file=route.tenant.ca_file,
+            )
             outcome = classify(answer.status, answer.code)
             if not outcome.refresh_token:
                 break
             provider.invalidate()
-        assert answer is not None
-        await self._finish(queued, attempt, answer, outcome=outcome, route=route, bound=bound)
+        return answer, outcome
 
     async def _finish(
         self,

@@ -6,9 +6,10 @@ import asyncio
 from email import message_from_bytes, policy
 from pathlib import Path
 
-from gateway.emulator import Emulator, Faults
+from gateway.config import load_config
+from gateway.emulator import Emulator, EmulatorApp, EmulatorSettings, Faults, running_emulator
 from tests.e2e.test_pipeline import MESSAGE
-from tests.support.gateway import make_config, run_gateway
+from tests.support.gateway import config_document, make_config, run_gateway, write_config
 
 FAST_RETRY = {"retry_initial": "1s", "retry_max": "2s", "concurrency": 8, "mailbox_rate": 0}
 
@@ -133,3 +134,41 @@ async def test_queue_depth_limit_answers_452(tmp_path: Path, emulator: Emulator)
         code, text = await gateway.session(third)
     assert (code, text[:5]) == (452, b"4.3.1")
     assert len(list((tmp_path / "spool" / "queue").glob("*.msg"))) == 2
+
+
+async def test_failover_to_the_second_route_when_the_first_cannot_get_a_token(
+    tmp_path: Path,
+) -> None:
+    good = EmulatorApp(tenant_id="contoso-tenant", client_id="backup-app", client_secret="right-secret")
+    broken = EmulatorApp(tenant_id="contoso-tenant", client_id="primary-app",
+                         client_secret="right-secret", secret_expired=True)
+    settings = EmulatorSettings(state_dir=tmp_path / "emu", apps=(good, broken))
+    async with running_emulator(settings) as emulator:
+        document = config_document(tmp_path, emulator, delivery=FAST_RETRY)
+        primary = {**document["tenants"][0], "name": "primary", "client_id": "primary-app",
+                   "client_secret": "right-secret", "priority": 10}
+        backup = {**primary, "name": "backup", "client_id": "backup-app", "priority": 20}
+        document["tenants"] = [primary, backup]
+        config = load_config(write_config(tmp_path, document))
+        async with run_gateway(config) as gateway:
+            assert await gateway.send("scanner@contoso.com", ["alice@contoso.com"], MESSAGE) == {}
+            [event] = await gateway.delivered(1)
+        assert event.tenant == "backup"
+        [delivered] = emulator.delivered()
+        assert delivered.client_id == "backup-app"
+
+
+async def test_client_send_as_delivers_from_the_shared_mailbox(tmp_path: Path, emulator: Emulator) -> None:
+    clients = [{"name": "printers", "networks": ["127.0.0.1"], "senders": ["*@contoso.com"],
+                "send_as": "scanner-shared@contoso.com"}]
+    config = make_config(tmp_path, emulator, clients=clients, delivery=FAST_RETRY)
+    device = MESSAGE.replace(b"From: Scanner <scanner@contoso.com>", b"From: MFP 3F <mfp3f@contoso.com>")
+    async with run_gateway(config) as gateway:
+        assert await gateway.send("mfp3f@contoso.com", ["alice@contoso.com"], device) == {}
+        await gateway.delivered(1)
+    [delivered] = emulator.delivered()
+    assert delivered.mailbox == "scanner-shared@contoso.com"
+    parsed = message_from_bytes(delivered.mime, policy=policy.default)
+    assert parsed["From"].addresses[0].addr_spec == "scanner-shared@contoso.com"
+    assert parsed["From"].addresses[0].display_name == "MFP 3F"
+    assert parsed["Reply-To"].addresses[0].addr_spec == "mfp3f@contoso.com"
