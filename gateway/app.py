@@ -76,12 +76,17 @@ class Gateway:
                 self.config.tenants,
                 timeout=self.config.delivery.token_timeout,
                 on_result=self.status.token_result,
+                proxy=self.config.proxy,
             )
             self.engine = DeliveryEngine(
                 spool=self.spool,
                 router=lambda: self._state.router,
                 tokens=self._tokens,
-                graph=GraphClient(self._session, timeout=self.config.delivery.request_timeout),
+                graph=GraphClient(
+                    self._session,
+                    timeout=self.config.delivery.request_timeout,
+                    proxy=self.config.proxy,
+                ),
                 settings=self.config.delivery,
                 hostname=self.config.smtp.hostname or socket.getfqdn(),
                 executor=self._delivery_io,

@@ -13,6 +13,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from gateway import __version__
 from gateway.config import Config, load_config
@@ -37,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--config", "-c", type=Path, required=True, help="YAML configuration")
     check.add_argument("--tenant", help="check only this tenant")
     check.add_argument("--json", action="store_true", help="machine-readable output")
+    check.add_argument("--mailbox", help="check that the app may send as this mailbox")
+    check.add_argument("--send-test", metavar="TO", help="send a real test message to TO")
 
     demo = commands.add_parser("demo", help="run the gateway with a local Graph emulator")
     demo.add_argument("--smtp-port", type=int, default=2525, help="SMTP port (default 2525)")
@@ -114,8 +117,7 @@ def _configure(config: Config) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from gateway.errors import TokenError  # noqa: PLC0415
-    from gateway.graph.tokens import TokenProvider  # noqa: PLC0415
+    from gateway.checks import check_tenant  # noqa: PLC0415 - only for this command
 
     config = load_config(args.config)
     configure_logging("warning", "auto")
@@ -124,34 +126,28 @@ def _check(args: argparse.Namespace) -> int:
         print(f"smtp-graph-gateway: no tenant named {args.tenant!r}", file=sys.stderr)
         return EXIT_USAGE
 
-    async def probe() -> list[dict[str, str]]:
-        results = []
-        for tenant in tenants:
-            provider = TokenProvider(tenant, timeout=config.delivery.token_timeout)
-            try:
-                await provider.get()
-                results.append({"tenant": tenant.name, "result": "ok", "detail": ""})
-            except TokenError as error:
-                results.append(
-                    {
-                        "tenant": tenant.name,
-                        "result": "FAILED",
-                        "code": error.code,
-                        "detail": error.reason,
-                    }
-                )
-        return results
+    async def probe() -> list[Any]:
+        return [
+            await check_tenant(
+                tenant,
+                timeout=config.delivery.token_timeout,
+                proxy=config.proxy,
+                mailbox=args.mailbox or "",
+                send_test=args.send_test or "",
+            )
+            for tenant in tenants
+        ]
 
-    results = asyncio.run(probe())
-    failed = any(result["result"] != "ok" for result in results)
+    reports = asyncio.run(probe())
     if args.json:
-        print(json.dumps({"config": "ok", "tenants": results}, indent=2))
+        print(json.dumps({"config": "ok", "tenants": [r.as_dict() for r in reports]}, indent=2))
     else:
         print(f"config {args.config}: ok")
-        for result in results:
-            line = f"tenant {result['tenant']}: token {result['result']}"
-            print(line + (f" — {result['detail']}" if result["detail"] else ""))
-    return EXIT_FAILURE if failed else EXIT_OK
+        for report in reports:
+            print(f"tenant {report.tenant}: {'ok' if report.ok else 'FAILED'}")
+            for check, result, detail in report.lines:
+                print(f"  {check:<28} {result:<6} {detail}".rstrip())
+    return EXIT_OK if all(report.ok for report in reports) else EXIT_FAILURE
 
 
 def _hash_password() -> int:

@@ -45,7 +45,8 @@ class GraphTransportError(Exception):
 class GraphClient:
     """Calls Graph with a shared `aiohttp.ClientSession`."""
 
-    def __init__(self, session: aiohttp.ClientSession, *, timeout: float) -> None:
+    def __init__(self, session: aiohttp.ClientSession, *, timeout: float, proxy: str = "") -> None:
+        self._configured_proxy = proxy
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._contexts: dict[Path | None, ssl.SSLContext] = {}
@@ -56,6 +57,8 @@ class GraphClient:
 
         (aiohttp's own trust_env also reads ~/.netrc on every request; this does not.)
         """
+        if self._configured_proxy:
+            return self._configured_proxy
         host = urlsplit(url).hostname or ""
         if host not in self._proxies:
             proxy = urllib.request.getproxies().get("https")
@@ -85,6 +88,20 @@ class GraphClient:
         body = base64.b64encode(message)
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "text/plain"}
         return await self._post(url, body, headers, ca_file)
+
+    async def send_json(
+        self,
+        *,
+        graph_endpoint: str,
+        mailbox: str,
+        payload: dict[str, object],
+        token: str,
+        ca_file: Path | None = None,
+    ) -> GraphAnswer:
+        """POST a JSON sendMail request (used by `check` to probe a mailbox)."""
+        url = f"{graph_endpoint.rstrip('/')}/users/{quote(mailbox, safe='@')}/sendMail"
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        return await self._post(url, json.dumps(payload).encode(), headers, ca_file)
 
     async def _post(
         self, url: str, body: bytes, headers: dict[str, str], ca_file: Path | None

@@ -51,12 +51,17 @@ def explain_entra_error(result: dict[str, Any]) -> tuple[str, str]:
     return code, hint or first_line or "Entra ID refused the token request"
 
 
-def _http_session(tenant: Tenant) -> requests.Session:
+def _http_session(tenant: Tenant, proxy: str = "") -> requests.Session:
+    """msal's HTTP session. A configured proxy or ca_file must win over the environment, which
+    requests would otherwise let override them (REQUESTS_CA_BUNDLE, HTTPS_PROXY)."""
     session = requests.Session()
-    if tenant.ca_file is not None:
+    if tenant.ca_file is not None or proxy:
         session.trust_env = False
-        session.verify = str(tenant.ca_file)
-        session.proxies.update(urllib.request.getproxies())
+        if tenant.ca_file is not None:
+            session.verify = str(tenant.ca_file)
+        session.proxies.update(
+            {"http": proxy, "https": proxy} if proxy else urllib.request.getproxies()
+        )
     return session
 
 
@@ -70,9 +75,11 @@ class TokenProvider:
         timeout: float,
         clock: Callable[[], float] = time.monotonic,
         on_result: Callable[[str, bool], None] | None = None,
+        proxy: str = "",
     ) -> None:
         self.tenant = tenant
         self._on_result = on_result
+        self._proxy = proxy
         self._timeout = timeout
         self._clock = clock
         self._lock = asyncio.Lock()
@@ -128,7 +135,7 @@ class TokenProvider:
         """Runs in a worker thread: build the msal app if needed and request a token."""
         try:
             if self._app is None:
-                self._http = _http_session(self.tenant)
+                self._http = _http_session(self.tenant, self._proxy)
                 self._app = msal.ConfidentialClientApplication(
                     self.tenant.client_id,
                     client_credential=self.tenant.client_secret.reveal(),
@@ -177,11 +184,13 @@ class TokenProviders:
         *,
         timeout: float,
         on_result: Callable[[str, bool], None] | None = None,
+        proxy: str = "",
     ) -> None:
         self._timeout = timeout
         self._on_result = on_result
+        self._proxy = proxy
         self._providers = {
-            tenant.name: TokenProvider(tenant, timeout=timeout, on_result=on_result)
+            tenant.name: TokenProvider(tenant, timeout=timeout, on_result=on_result, proxy=proxy)
             for tenant in tenants
         }
 
@@ -189,7 +198,9 @@ class TokenProviders:
         """The provider for `tenant` (created if the tenant is new)."""
         provider = self._providers.get(tenant.name)
         if provider is None or provider.tenant != tenant:
-            provider = TokenProvider(tenant, timeout=self._timeout, on_result=self._on_result)
+            provider = TokenProvider(
+                tenant, timeout=self._timeout, on_result=self._on_result, proxy=self._proxy
+            )
             self._providers[tenant.name] = provider
         return provider
 

@@ -58,7 +58,8 @@ async def test_check_gets_a_token_from_each_tenant(tmp_path: Path, emulator: Emu
     config = write_config(tmp_path, config_document(tmp_path, emulator))
     result = await _run_async("check", "--config", str(config))
     assert result.returncode == 0, result.stderr
-    assert "tenant contoso: token ok" in result.stdout
+    assert "tenant contoso: ok" in result.stdout
+    assert "Mail.Send (application) granted" in result.stdout
 
 
 async def _run_async(*args: str) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,181 @@
+"""`smtp-graph-gateway check`: test each tenant's app registration the way delivery will use it.
+
+Per tenant: get a token (explaining any Entra error), read the application roles it carries
+(`Mail.Send` must be there: missing roles mean missing admin consent), and optionally probe a
+mailbox and send a real test message. The mailbox probe posts a sendMail with no recipients:
+Graph refuses it with `ErrorInvalidRecipients` when the app may act for the mailbox (nothing is
+sent) and with `ErrorAccessDenied` when an ApplicationAccessPolicy or RBAC for Applications
+scope excludes it — the gateway-side answer to `Test-ApplicationAccessPolicy`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime
+import email.utils
+import json
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from gateway.config import Tenant
+from gateway.delivery.classify import classify
+from gateway.errors import TokenError
+from gateway.graph.client import GraphClient, GraphTransportError
+from gateway.graph.tokens import TokenProvider
+
+
+@dataclass
+class TenantReport:
+    """What `check` found for one tenant; `ok` is false when anything failed."""
+
+    tenant: str
+    ok: bool = True
+    lines: list[tuple[str, str, str]] = field(default_factory=list)  # (check, result, detail)
+
+    def add(self, check: str, passed: bool, detail: str = "", *, warning: bool = False) -> None:
+        """Record one check (a warning does not fail the tenant)."""
+        self.lines.append((check, "ok" if passed else ("WARN" if warning else "FAILED"), detail))
+        self.ok = self.ok and (passed or warning)
+
+    def as_dict(self) -> dict[str, Any]:
+        """For `--json`."""
+        return {
+            "tenant": self.tenant,
+            "ok": self.ok,
+            "checks": [{"check": c, "result": r, "detail": d} for c, r, d in self.lines],
+        }
+
+
+def token_roles(token: str) -> list[str] | None:
+    """The `roles` claim of an access token (None when it cannot be read)."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError, binascii.Error):
+        return None
+    roles = claims.get("roles", []) if isinstance(claims, dict) else []
+    return [str(role) for role in roles] if isinstance(roles, list) else []
+
+
+def _test_message(sender: str, recipient: str) -> bytes:
+    host = socket.getfqdn()
+    return (
+        f"From: smtp-graph-gateway check <{sender}>\r\nTo: <{recipient}>\r\n"
+        f"Subject: smtp-graph-gateway test from {host}\r\n"
+        f"Date: {email.utils.formatdate(localtime=False)}\r\n"
+        f"Message-ID: {email.utils.make_msgid('check')}\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: text/plain; charset=us-ascii\r\n\r\n"
+        "This message was sent by `smtp-graph-gateway check --send-test`.\r\n"
+    ).encode()
+
+
+async def check_tenant(
+    tenant: Tenant,
+    *,
+    timeout: float,
+    proxy: str = "",
+    mailbox: str = "",
+    send_test: str = "",
+    today: datetime.date | None = None,
+) -> TenantReport:
+    """Run every check for one tenant."""
+    report = TenantReport(tenant.name)
+    today = today or datetime.datetime.now(datetime.UTC).date()
+    if tenant.client_secret_expires is not None:
+        days = (tenant.client_secret_expires - today).days
+        report.add("client secret expiry", days > 30, f"{days} days left", warning=0 < days <= 30)
+    provider = TokenProvider(tenant, timeout=timeout, proxy=proxy)
+    try:
+        token = await provider.get()
+    except TokenError as error:
+        report.add("token", False, f"{error.code + ': ' if error.code else ''}{error.reason}")
+        return report
+    finally:
+        provider.close()
+    report.add("token", True, f"from {tenant.authority}")
+    roles = token_roles(token)
+    if roles is None:
+        report.add("permissions", True, "token is opaque; roles not checked", warning=True)
+    elif "Mail.Send" in roles:
+        report.add("permissions", True, "Mail.Send (application) granted")
+    else:
+        report.add(
+            "permissions",
+            False,
+            "Mail.Send is not in the token's roles: add the Microsoft Graph application "
+            "permission Mail.Send and grant admin consent",
+        )
+    if not (mailbox or send_test):
+        return report
+    async with aiohttp.ClientSession() as session:
+        graph = GraphClient(session, timeout=timeout, proxy=proxy)
+        if mailbox:
+            await _probe(graph, tenant, token, mailbox, report)
+        if send_test:
+            await _send_test(
+                graph, tenant, token, report, mailbox=mailbox or tenant.send_as, recipient=send_test
+            )
+    return report
+
+
+async def _probe(
+    graph: GraphClient, tenant: Tenant, token: str, mailbox: str, report: TenantReport
+) -> None:
+    probe = {
+        "message": {"subject": "smtp-graph-gateway access probe", "toRecipients": []},
+        "saveToSentItems": False,
+    }
+    try:
+        answer = await graph.send_json(
+            graph_endpoint=tenant.graph_endpoint,
+            mailbox=mailbox,
+            payload=probe,
+            token=token,
+            ca_file=tenant.ca_file,
+        )
+    except GraphTransportError as error:
+        report.add(f"mailbox {mailbox}", False, error.reason)
+        return
+    if answer.code == "ErrorInvalidRecipients":
+        report.add(f"mailbox {mailbox}", True, "the app may send as this mailbox")
+    else:
+        explanation = classify(answer.status, answer.code).explanation or answer.message
+        report.add(
+            f"mailbox {mailbox}", False, f"HTTP {answer.status} {answer.code}: {explanation}"
+        )
+
+
+async def _send_test(
+    graph: GraphClient,
+    tenant: Tenant,
+    token: str,
+    report: TenantReport,
+    *,
+    mailbox: str,
+    recipient: str,
+) -> None:
+    if not mailbox:
+        report.add("test message", False, "no mailbox to send as: give --mailbox")
+        return
+    try:
+        answer = await graph.send_mime(
+            graph_endpoint=tenant.graph_endpoint,
+            mailbox=mailbox,
+            message=_test_message(mailbox, recipient),
+            token=token,
+            ca_file=tenant.ca_file,
+        )
+    except GraphTransportError as error:
+        report.add("test message", False, error.reason)
+        return
+    outcome = classify(answer.status, answer.code)
+    detail = (
+        f"sent as {mailbox} to {recipient} (request-id {answer.request_id})"
+        if outcome.delivered
+        else f"HTTP {answer.status} {answer.code}: {outcome.explanation}"
+    )
+    report.add("test message", outcome.delivered, detail)
