@@ -172,3 +172,19 @@ async def test_client_send_as_delivers_from_the_shared_mailbox(tmp_path: Path, e
     assert parsed["From"].addresses[0].addr_spec == "scanner-shared@contoso.com"
     assert parsed["From"].addresses[0].display_name == "MFP 3F"
     assert parsed["Reply-To"].addresses[0].addr_spec == "mfp3f@contoso.com"
+
+
+async def test_two_tenants_each_message_uses_its_own_app(tmp_path: Path, emulator: Emulator) -> None:
+    document = config_document(tmp_path, emulator, delivery=FAST_RETRY)
+    fabrikam = {**document["tenants"][0], "name": "fabrikam", "tenant_id": "fabrikam-tenant",
+                "client_id": "fabrikam-app", "domains": ["fabrikam.com"]}
+    document["tenants"].append(fabrikam)
+    config = load_config(write_config(tmp_path, document))
+    async with run_gateway(config) as gateway:
+        assert await gateway.send("scanner@contoso.com", ["a@contoso.com"], MESSAGE) == {}
+        assert await gateway.send("erp@fabrikam.com", ["a@contoso.com"], MESSAGE) == {}
+        await gateway.delivered(2)
+    used = {(m.mailbox, m.tenant_id, m.client_id) for m in emulator.delivered()}
+    assert used == {("scanner@contoso.com", "contoso-tenant", "contoso-app"),
+                    ("erp@fabrikam.com", "fabrikam-tenant", "fabrikam-app")}
+    assert emulator.stats.token_requests == 2
