@@ -19,11 +19,12 @@ from concurrent.futures import ThreadPoolExecutor
 import aiohttp
 import structlog
 
-from gateway.config import Config, format_size, load_config
+from gateway.config import Config, Tenant, format_size, load_config
 from gateway.control import ControlServer
 from gateway.delivery.engine import DeliveryEngine
 from gateway.errors import ConfigError
 from gateway.graph.client import GraphClient
+from gateway.graph.credentials import msal_client_credential
 from gateway.graph.tokens import TokenProviders
 from gateway.observability.health import HealthServer
 from gateway.observability.metrics import Metrics
@@ -36,6 +37,13 @@ from gateway.spool import Envelope, Spool
 from gateway.spool.admin import Listener, QueueAdmin
 
 log = structlog.get_logger("gateway")
+
+
+def check_certificates(tenants: tuple[Tenant, ...]) -> None:
+    """Load every tenant's certificate now, so a wrong password or file stops the start."""
+    for index, tenant in enumerate(tenants):
+        if tenant.certificate is not None:
+            msal_client_credential(tenant.certificate, where=f"tenants[{index}].certificate")
 
 
 class Gateway:
@@ -68,6 +76,7 @@ class Gateway:
 
     async def startup(self) -> None:
         """Open the spool, start delivery, health endpoint and listeners (in that order)."""
+        await asyncio.to_thread(check_certificates, self.config.tenants)
         await asyncio.to_thread(self.spool.open)
         try:
             queued = await asyncio.to_thread(self.spool.recover)
@@ -172,6 +181,7 @@ class Gateway:
             return False
         try:
             new = await asyncio.to_thread(load_config, self.config.source)
+            await asyncio.to_thread(check_certificates, new.tenants)
             restart = self.listeners.reload(new.smtp) if self.listeners else []
         except ConfigError as error:
             log.error(

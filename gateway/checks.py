@@ -19,12 +19,11 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
-
 from gateway.config import Tenant
 from gateway.delivery.classify import classify
-from gateway.errors import TokenError
-from gateway.graph.client import GraphClient, GraphTransportError
+from gateway.errors import ConfigError, TokenError
+from gateway.graph.client import GraphClient, GraphTransportError, open_graph_client
+from gateway.graph.credentials import certificate_summary
 from gateway.graph.tokens import TokenProvider
 
 
@@ -88,6 +87,19 @@ async def check_tenant(
     if tenant.client_secret_expires is not None:
         days = (tenant.client_secret_expires - today).days
         report.add("client secret expiry", days > 30, f"{days} days left", warning=0 < days <= 30)
+    if tenant.certificate is not None:
+        try:
+            summary = certificate_summary(tenant.certificate)
+        except ConfigError as error:
+            report.add("certificate", False, str(error.issues[0]))
+            return report
+        days = summary.days_left(today)
+        report.add(
+            "certificate",
+            days > 30,
+            f"thumbprint {summary.sha1_thumbprint}, {days} days left",
+            warning=0 < days <= 30,
+        )
     provider = TokenProvider(tenant, timeout=timeout, proxy=proxy)
     try:
         token = await provider.get()
@@ -111,8 +123,7 @@ async def check_tenant(
         )
     if not (mailbox or send_test):
         return report
-    async with aiohttp.ClientSession() as session:
-        graph = GraphClient(session, timeout=timeout, proxy=proxy)
+    async with open_graph_client(timeout=timeout, proxy=proxy) as graph:
         if mailbox:
             await _probe(graph, tenant, token, mailbox, report)
         if send_test:

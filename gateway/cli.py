@@ -57,6 +57,16 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("hash-password", help="hash a password for users[].password_hash")
 
+    cert = commands.add_parser("cert", help="app certificates")
+    cert_actions = cert.add_subparsers(dest="cert_action", metavar="ACTION", required=True)
+    create = cert_actions.add_parser("create", help="write a self-signed certificate and key")
+    create.add_argument("--out", type=Path, default=Path(), help="folder (default: here)")
+    create.add_argument("--name", default="smtp-graph-gateway", help="file name stem")
+    create.add_argument("--days", type=int, default=730, help="validity (default 730)")
+    create.add_argument(
+        "--password-file", type=Path, help="encrypt the key with the password in this file"
+    )
+
     from gateway.queue_cli import add_arguments as add_queue_arguments  # noqa: PLC0415
 
     add_queue_arguments(commands.add_parser("queue", help="list and manage queued mail"))
@@ -105,6 +115,17 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_emulator(args)
     if args.command == "hash-password":
         return _hash_password()
+    if args.command == "cert":
+        from gateway.certs import create_certificate  # noqa: PLC0415
+
+        password = None
+        if args.password_file is not None:
+            password = args.password_file.read_text(encoding="utf-8").strip()
+        created = create_certificate(
+            args.out.resolve(), args.name, days=args.days, key_password=password
+        )
+        print(created.instructions())
+        return EXIT_OK
     if args.command == "queue":
         from gateway.queue_cli import run as run_queue  # noqa: PLC0415
 

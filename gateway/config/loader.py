@@ -21,6 +21,7 @@ import yaml
 from gateway.addresses import parse_mailbox
 from gateway.config.model import (
     CLOUD_ENDPOINTS,
+    CertificateCredential,
     Client,
     Cloud,
     Config,
@@ -297,6 +298,7 @@ def _read_tenant(reader: Reader, value: object, path: str) -> Tenant | None:
         "priority",
         "send_as",
         "keep_from",
+        "certificate",
     )
     node = reader.mapping(value, path, keys)
     if node is None:
@@ -308,7 +310,17 @@ def _read_tenant(reader: Reader, value: object, path: str) -> Tenant | None:
     client_id = reader.required_string(
         node, "client_id", path, "the Application (client) ID from the app's Overview page"
     )
-    secret = reader.secret(node, "client_secret", path, required=True, what="client secret")
+    certificate = _read_certificate(reader, node.get("certificate"), join(path, "certificate"))
+    has_secret = "client_secret" in node or "client_secret_file" in node
+    secret = reader.secret(
+        node, "client_secret", path, required=certificate is None, what="client secret"
+    )
+    if certificate is not None and has_secret:
+        reader.issue(
+            join(path, "certificate"),
+            "both a certificate and a client secret are set",
+            "keep one credential per tenant (a certificate is the safer choice)",
+        )
     domains = tuple(domain.lower() for domain in reader.string_list(node, "domains", path))
     for index, domain in enumerate(domains):
         if not _DOMAIN.match(domain):
@@ -329,7 +341,7 @@ def _read_tenant(reader: Reader, value: object, path: str) -> Tenant | None:
     graph = _https_url(reader, node, "graph_endpoint", path, graph_default + "/v1.0")
     ca_file = reader.existing_file(node, "ca_file", path)
     expires = _read_date(reader, node, "client_secret_expires", path)
-    if secret is None:
+    if secret is None and certificate is None:
         return None
     priority = reader.integer(node, "priority", path, 0, minimum=0, maximum=1000)
     send_as = _read_mailbox(reader, node, "send_as", path)
@@ -354,6 +366,35 @@ def _read_tenant(reader: Reader, value: object, path: str) -> Tenant | None:
         priority,
         send_as,
         keep_from,
+        certificate,
+    )
+
+
+def _read_certificate(reader: Reader, value: object, path: str) -> CertificateCredential | None:
+    if value is None:
+        return None
+    keys = ("cert_file", "key_file", "pfx_file", "key_password", "key_password_file", "send_x5c")
+    node = reader.mapping(value, path, keys)
+    if node is None:
+        return None
+    files = {
+        key: reader.existing_file(node, key, path) for key in ("cert_file", "key_file", "pfx_file")
+    }
+    if "pfx_file" in node and ("cert_file" in node or "key_file" in node):
+        reader.issue(path, "give either pfx_file or cert_file + key_file", "not both")
+    elif "pfx_file" not in node and not ("cert_file" in node and "key_file" in node):
+        reader.issue(
+            path,
+            "cert_file and key_file (PEM) or pfx_file are required",
+            "create a pair with: smtp-graph-gateway cert create",
+        )
+    password = reader.secret(node, "key_password", path, required=False, what="key or PFX password")
+    return CertificateCredential(
+        files["cert_file"],
+        files["key_file"],
+        files["pfx_file"],
+        password,
+        reader.boolean(node, "send_x5c", path, False),
     )
 
 

@@ -95,6 +95,17 @@ class User:
     send_as: str = ""
 
 
+@dataclass(frozen=True)
+class CertificateCredential:
+    """The certificate an app authenticates with: PEM certificate and key, or one PFX file."""
+
+    cert_file: Path | None  # PEM certificate (chain allowed; the first one is the app's)
+    key_file: Path | None  # PEM private key, maybe encrypted
+    pfx_file: Path | None  # or PKCS#12 holding both
+    password: Secret | None  # for the encrypted key or the PFX
+    send_x5c: bool = False  # subject name + issuer auth: send the certificate (x5c)
+
+
 @dataclass(frozen=True, slots=True)
 class Tenant:
     """An Entra ID tenant and the app registration that sends for its domains."""
@@ -102,7 +113,7 @@ class Tenant:
     name: str
     tenant_id: str
     client_id: str
-    client_secret: Secret = field(repr=False)
+    client_secret: Secret | None = field(repr=False)
     domains: tuple[str, ...]
     cloud: Cloud = Cloud.GLOBAL
     login_endpoint: str = CLOUD_ENDPOINTS[Cloud.GLOBAL][0]
@@ -112,6 +123,7 @@ class Tenant:
     priority: int = 0  # lower first; tenants sharing a domain are tried in this order
     send_as: str = ""  # mailbox to send as for every sender of this tenant ("" = the sender)
     keep_from: bool = False  # with send_as: keep the original From (needs Send As rights)
+    certificate: CertificateCredential | None = field(default=None, repr=False)
 
     @property
     def authority(self) -> str:

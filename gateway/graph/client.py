@@ -8,10 +8,12 @@ or a TLS-inspecting proxy), and the system store otherwise.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import ssl
 import time
 import urllib.request
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -151,3 +153,10 @@ def _answer(response: aiohttp.ClientResponse, payload: bytes, duration: float) -
         retry_after=parse_retry_after(response.headers.get("Retry-After"), time.time()),
         duration=duration,
     )
+
+
+@contextlib.asynccontextmanager
+async def open_graph_client(*, timeout: float, proxy: str = "") -> AsyncIterator[GraphClient]:
+    """A Graph client with a session of its own, for one-off commands such as `check`."""
+    async with aiohttp.ClientSession() as session:
+        yield GraphClient(session, timeout=timeout, proxy=proxy)

@@ -21,7 +21,8 @@ import msal
 import requests
 
 from gateway.config import Tenant
-from gateway.errors import TokenError
+from gateway.errors import ConfigError, TokenError
+from gateway.graph.credentials import msal_client_credential
 
 _REFRESH_MARGIN = 300.0
 
@@ -49,6 +50,16 @@ def explain_entra_error(result: dict[str, Any]) -> tuple[str, str]:
     hint = ENTRA_HINTS.get(code)
     first_line = description.splitlines()[0] if description else str(result.get("error", ""))
     return code, hint or first_line or "Entra ID refused the token request"
+
+
+def _client_credential(tenant: Tenant) -> str | dict[str, Any]:
+    """The secret's value, or the certificate as msal wants it (read from the files now)."""
+    if tenant.certificate is not None:
+        return msal_client_credential(
+            tenant.certificate, where=f"tenants.{tenant.name}.certificate"
+        )
+    assert tenant.client_secret is not None  # the loader requires one of the two
+    return tenant.client_secret.reveal()
 
 
 def _http_session(tenant: Tenant, proxy: str = "") -> requests.Session:
@@ -138,7 +149,7 @@ class TokenProvider:
                 self._http = _http_session(self.tenant, self._proxy)
                 self._app = msal.ConfidentialClientApplication(
                     self.tenant.client_id,
-                    client_credential=self.tenant.client_secret.reveal(),
+                    client_credential=_client_credential(self.tenant),
                     authority=self.tenant.authority,
                     instance_discovery=False,
                     http_client=self._http,
@@ -150,6 +161,8 @@ class TokenProvider:
             # carry Entra's answer, so ask the discovery endpoint once more for the error body.
             self._app = None
             return self._discovery_error()
+        except ConfigError as error:
+            return {"error": "certificate", "error_description": str(error.issues[0])}
         except requests.RequestException as error:
             return {
                 "error": "network",

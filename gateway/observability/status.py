@@ -13,6 +13,8 @@ import structlog
 
 from gateway.config import Tenant
 from gateway.delivery.engine import DeliveryEvent
+from gateway.errors import ConfigError
+from gateway.graph.credentials import certificate_summary
 from gateway.observability.metrics import Metrics
 from gateway.spool import Spool
 
@@ -23,12 +25,19 @@ EXPIRY_WARNING_DAYS = 30
 def credential_days(
     tenants: tuple[Tenant, ...], today: datetime.date
 ) -> dict[tuple[str, str], int]:
-    """Days left per (tenant, credential) for credentials whose expiry is known."""
-    return {
-        (tenant.name, "client_secret"): (tenant.client_secret_expires - today).days
-        for tenant in tenants
-        if tenant.client_secret_expires is not None
-    }
+    """Days left per (tenant, credential) for credentials whose expiry is known: a secret's
+    `client_secret_expires`, a certificate's notAfter (read from the file)."""
+    days: dict[tuple[str, str], int] = {}
+    for tenant in tenants:
+        if tenant.client_secret_expires is not None:
+            days[(tenant.name, "client_secret")] = (tenant.client_secret_expires - today).days
+        if tenant.certificate is not None:
+            try:
+                summary = certificate_summary(tenant.certificate)
+            except ConfigError:
+                continue  # reported at start-up and by check
+            days[(tenant.name, "certificate")] = summary.days_left(today)
+    return days
 
 
 def warn_expiring(tenants: tuple[Tenant, ...], today: datetime.date) -> None:
