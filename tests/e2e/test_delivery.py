@@ -188,3 +188,24 @@ async def test_two_tenants_each_message_uses_its_own_app(tmp_path: Path, emulato
     assert used == {("scanner@contoso.com", "contoso-tenant", "contoso-app"),
                     ("erp@fabrikam.com", "fabrikam-tenant", "fabrikam-app")}
     assert emulator.stats.token_requests == 2
+
+
+async def test_failover_when_graph_denies_the_first_app(tmp_path: Path) -> None:
+    # The primary app never got admin consent: its token has no Mail.Send role and Graph
+    # answers 403 ErrorAccessDenied; the backup route delivers at once.
+    no_consent = EmulatorApp(tenant_id="contoso-tenant", client_id="primary-app",
+                             client_secret="right-secret", roles=())
+    good = EmulatorApp(tenant_id="contoso-tenant", client_id="backup-app",
+                       client_secret="right-secret")
+    settings = EmulatorSettings(state_dir=tmp_path / "emu", apps=(no_consent, good))
+    async with running_emulator(settings) as emulator:
+        document = config_document(tmp_path, emulator, delivery=FAST_RETRY)
+        primary = {**document["tenants"][0], "name": "primary", "client_id": "primary-app",
+                   "client_secret": "right-secret", "priority": 1}
+        document["tenants"] = [primary, {**primary, "name": "backup", "client_id": "backup-app",
+                                         "priority": 2}]
+        async with run_gateway(load_config(write_config(tmp_path, document))) as gateway:
+            assert await gateway.send("scanner@contoso.com", ["alice@contoso.com"], MESSAGE) == {}
+            [event] = await gateway.delivered(1)
+        assert event.tenant == "backup"
+        assert emulator.stats.by_status.get(403) == 1
