@@ -39,8 +39,16 @@ async def main(rounds: int, seed: int) -> int:
         work = Path(folder)
         settings = EmulatorSettings(state_dir=work / "emulator", faults=Faults(latency_ms=30))
         async with running_emulator(settings) as emulator:
-            document = config_document(work, emulator, delivery={
-                "retry_initial": "1s", "retry_max": "2s", "concurrency": 8, "mailbox_rate": 0})
+            document = config_document(
+                work,
+                emulator,
+                delivery={
+                    "retry_initial": "1s",
+                    "retry_max": "2s",
+                    "concurrency": 8,
+                    "mailbox_rate": 0,
+                },
+            )
             config = write_config(work, document)
             acknowledged: list[str] = []
             started = time.monotonic()
@@ -59,16 +67,21 @@ async def main(rounds: int, seed: int) -> int:
                     for thread in threads:
                         await asyncio.to_thread(thread.join, 30)
                     acknowledged.extend(load.acknowledged)
-                    print(f"round {number + 1:2d}: killed after {len(load.acknowledged):3d} "
-                          f"acknowledged (target {target})", flush=True)
+                    print(
+                        f"round {number + 1:2d}: killed after {len(load.acknowledged):3d} "
+                        f"acknowledged (target {target})",
+                        flush=True,
+                    )
                 finally:
                     gateway.kill()
             final = await GatewayProcess.start(config)
             try:
                 await final.wait_for_event("listening")
                 deadline = time.monotonic() + 300
-                while (not set(acknowledged) <= set(delivered_ids(emulator))
-                       and time.monotonic() < deadline):
+                while (
+                    not set(acknowledged) <= set(delivered_ids(emulator))
+                    and time.monotonic() < deadline
+                ):
                     await asyncio.sleep(0.1)
             finally:
                 final.kill()
@@ -76,9 +89,11 @@ async def main(rounds: int, seed: int) -> int:
             counts = delivered_ids(emulator)
     missing = set(acknowledged) - set(counts)
     duplicates = sum(count - 1 for count in counts.values() if count > 1)
-    print(f"{rounds} kills in {time.monotonic() - started:.0f} s: {len(acknowledged)} messages "
-          f"acknowledged, {len(missing)} lost, {duplicates} duplicates "
-          f"({duplicates / rounds:.1f} per kill)")
+    print(
+        f"{rounds} kills in {time.monotonic() - started:.0f} s: {len(acknowledged)} messages "
+        f"acknowledged, {len(missing)} lost, {duplicates} duplicates "
+        f"({duplicates / rounds:.1f} per kill)"
+    )
     return 1 if missing else 0
 
 

@@ -14,8 +14,10 @@ import time
 
 
 def body(index: int, sender: str, size: int) -> bytes:
-    head = (f"From: <{sender}>\r\nTo: <alice@bench.example>\r\nSubject: bench {index}\r\n"
-            f"Message-ID: <bench-{index}@bench.example>\r\n\r\n").encode()
+    head = (
+        f"From: <{sender}>\r\nTo: <alice@bench.example>\r\nSubject: bench {index}\r\n"
+        f"Message-ID: <bench-{index}@bench.example>\r\n\r\n"
+    ).encode()
     line = b"x" * 76 + b"\r\n"
     filler = line * max(0, (size - len(head)) // len(line))
     return head + filler
@@ -32,8 +34,12 @@ async def one(port: int, index: int, sender: str, size: int) -> float:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         await reply(reader)
-        for command in (b"EHLO loadgen", f"MAIL FROM:<{sender}>".encode(),
-                        b"RCPT TO:<alice@bench.example>", b"DATA"):
+        for command in (
+            b"EHLO loadgen",
+            f"MAIL FROM:<{sender}>".encode(),
+            b"RCPT TO:<alice@bench.example>",
+            b"DATA",
+        ):
             writer.write(command + b"\r\n")
             answer = await reply(reader)
             if answer[:1] not in (b"2", b"3"):
@@ -62,8 +68,9 @@ async def main(args: argparse.Namespace) -> None:
         nonlocal failures
         for index in counter:
             try:
-                latencies.append(await one(args.port, index, senders[index % len(senders)],
-                                           args.size))
+                latencies.append(
+                    await one(args.port, index, senders[index % len(senders)], args.size)
+                )
             except (OSError, RuntimeError):
                 failures += 1
 
@@ -75,11 +82,19 @@ async def main(args: argparse.Namespace) -> None:
     def pct(p: float) -> float:
         return round(latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000, 2)
 
-    print(json.dumps({
-        "accepted": len(latencies), "failures": failures, "elapsed_s": round(elapsed, 3),
-        "rate": round(len(latencies) / elapsed, 1), "p50_ms": pct(0.5), "p99_ms": pct(0.99),
-        "max_ms": round(latencies[-1] * 1000, 2) if latencies else None,
-    }))
+    print(
+        json.dumps(
+            {
+                "accepted": len(latencies),
+                "failures": failures,
+                "elapsed_s": round(elapsed, 3),
+                "rate": round(len(latencies) / elapsed, 1),
+                "p50_ms": pct(0.5),
+                "p99_ms": pct(0.99),
+                "max_ms": round(latencies[-1] * 1000, 2) if latencies else None,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -25,13 +25,22 @@ async def main(count: int) -> None:
         spool = Spool(Path(folder) / "spool")
         spool.open()
         started = time.perf_counter()
-        ids = [spool.store(mail_from="a@contoso.com", rcpt_tos=("b@contoso.com",),
-                           message=MESSAGE, client="bench", peer="127.0.0.1", listener="bench")
-               for _ in range(count)]
+        ids = [
+            spool.store(
+                mail_from="a@contoso.com",
+                rcpt_tos=("b@contoso.com",),
+                message=MESSAGE,
+                client="bench",
+                peer="127.0.0.1",
+                listener="bench",
+            )
+            for _ in range(count)
+        ]
         written = time.perf_counter() - started
-        for queue_id in ids[:: 10]:
+        for queue_id in ids[::10]:
             (spool.directory / "queue" / f"{queue_id}.msg").rename(
-                spool.directory / "active" / f"{queue_id}.msg")
+                spool.directory / "active" / f"{queue_id}.msg"
+            )
         spool.close()
 
         restarted = Spool(Path(folder) / "spool")
@@ -47,10 +56,14 @@ async def main(count: int) -> None:
         scheduled = time.perf_counter() - started
         first = await schedule.next()
         restarted.close()
-    print(f"stored {count} messages in {written:.1f} s ({count / written:.0f}/s, one fsync'd "
-          "write each, single thread)")
-    print(f"recover(): {recovered:.2f} s for {len(found)} messages ({count // 10} moved back "
-          f"from active/); scheduling them: {scheduled:.2f} s; first due: {first == ids[0]}")
+    print(
+        f"stored {count} messages in {written:.1f} s ({count / written:.0f}/s, one fsync'd "
+        "write each, single thread)"
+    )
+    print(
+        f"recover(): {recovered:.2f} s for {len(found)} messages ({count // 10} moved back "
+        f"from active/); scheduling them: {scheduled:.2f} s; first due: {first == ids[0]}"
+    )
 
 
 if __name__ == "__main__":
