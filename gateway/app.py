@@ -139,7 +139,12 @@ class Gateway:
         )
 
     def _identity_send_as(self, envelope: Envelope) -> str:
-        """The `send_as` of the client (by name, in the current config) that sent a message."""
+        """The `send_as` of the user or client (by name, in the current config) that sent it."""
+        if envelope.user:
+            for user in self._state.config.users:
+                if user.username == envelope.user:
+                    return user.send_as
+            return ""
         for client in self._state.config.clients:
             if client.name == envelope.client:
                 return client.send_as

@@ -7,10 +7,11 @@ carrying the SMTP reply. No sockets, no clocks.
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
 
 from gateway import replies
 from gateway.addresses import Address, parse_mailbox, sender_matches
-from gateway.config import Client
+from gateway.config import Client, User
 from gateway.errors import PolicyError
 from gateway.routing import Route, Router
 
@@ -32,8 +33,29 @@ def client_for(peer_ip: str, clients: tuple[Client, ...]) -> Client | None:
     return best[1] if best else None
 
 
-def check_sender(text: str, client: Client, router: Router) -> tuple[Address, Route]:
-    """Validate MAIL FROM for `client`: syntax, allowed for this client, served by a tenant."""
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who is sending: an SMTP AUTH user, else the client matched by network."""
+
+    kind: str  # "client" | "user"
+    name: str
+    senders: tuple[str, ...]
+    send_as: str = ""
+
+
+def identity(client: Client | None, user: User | None) -> Identity:
+    """The identity a session sends with: the authenticated user wins over its network."""
+    if user is not None:
+        return Identity("user", user.username, user.senders, user.send_as)
+    if client is not None:
+        return Identity("client", client.name, client.senders, client.send_as)
+    return Identity("client", "unknown", ())
+
+
+def check_sender(text: str, client: Client | Identity, router: Router) -> tuple[Address, Route]:
+    """Validate MAIL FROM for an identity: syntax, allowed for it, served by a tenant."""
+    if isinstance(client, Client):
+        client = identity(client, None)
     if not text.strip("<> "):
         raise PolicyError(replies.NULL_SENDER_NOT_ALLOWED, "null sender (bounce) refused")
     address = parse_mailbox(text)
@@ -42,7 +64,8 @@ def check_sender(text: str, client: Client, router: Router) -> tuple[Address, Ro
     if not sender_matches(address, client.senders):
         raise PolicyError(
             replies.SENDER_NOT_ALLOWED,
-            f"client {client.name!r} may not send as {address}; add it to that client's senders",
+            f"{client.kind} {client.name!r} may not send as {address}; "
+            f"add it to that {client.kind}'s senders",
         )
     route = router.route(address, client.send_as)
     if route is None:

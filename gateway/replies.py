@@ -38,6 +38,12 @@ BAD_SENDER_SYNTAX = Reply(553, "5.1.7", "Sender address is not valid")
 BAD_RECIPIENT_SYNTAX = Reply(553, "5.1.3", "Recipient address is not valid")
 NULL_SENDER_NOT_ALLOWED = Reply(550, "5.7.1", "Null sender cannot be delivered through Graph")
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
+BAD_CREDENTIALS = Reply(535, "5.7.8", "Authentication credentials invalid")
+AUTH_SYNTAX = Reply(501, "5.5.2", "Cannot decode the AUTH response")
+AUTH_LOCKED_OUT = Reply(454, "4.7.0", "Too many failed logins from your address, try again later")
+AUTH_ENCRYPTION_REQUIRED = Reply(
+    538, "5.7.11", "Encryption required for requested authentication mechanism"
+)
 MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds the fixed limit")
 SPOOL_UNAVAILABLE = Reply(452, "4.3.1", "Insufficient system storage, try again later")
 UNEXPECTED = Reply(451, "4.3.0", "Temporary local problem, try again later")

@@ -118,6 +118,12 @@ def _read_config(reader: Reader, document: object, source: Path | None) -> Confi
         reader.issue("tenants", "at least one tenant is required", "see config/example.yaml")
     _check_unique(reader, "clients", [c.name for c in clients], "name")
     _check_unique(reader, "users", [u.username for u in users], "username")
+    if not users and any(listener.auth != "off" for listener in smtp.listeners):
+        reader.issue(
+            "users",
+            "a listener offers SMTP AUTH but no users are configured",
+            "add users (passwords from: smtp-graph-gateway hash-password)",
+        )
     _check_unique(reader, "tenants", [t.name for t in tenants], "name")
     _check_domains(reader, tenants)
     shutdown = reader.mapping(root.get("shutdown"), "shutdown", ("drain_timeout",)) or {}
@@ -189,7 +195,18 @@ def _read_smtp(reader: Reader, value: object, tls_default: TlsFiles | None) -> S
 def _read_listener(
     reader: Reader, value: object, path: str, tls_default: TlsFiles | None
 ) -> Listener | None:
-    keys = ("name", "address", "port", "tls", "require_tls", "cert_file", "key_file", "min_version")
+    keys = (
+        "name",
+        "address",
+        "port",
+        "tls",
+        "require_tls",
+        "cert_file",
+        "key_file",
+        "min_version",
+        "auth",
+        "allow_cleartext_auth",
+    )
     node = reader.mapping(value, path, keys)
     if node is None:
         return None
@@ -220,8 +237,24 @@ def _read_listener(
     require_tls = reader.boolean(node, "require_tls", path, mode is TlsMode.IMPLICIT)
     if require_tls and mode is TlsMode.NONE:
         reader.issue(join(path, "require_tls"), "require_tls needs tls: starttls or implicit")
+    auth = reader.choice(node, "auth", path, ("off", "optional", "required"), "off")
+    cleartext = reader.boolean(node, "allow_cleartext_auth", path, False)
+    if auth != "off" and mode is TlsMode.NONE and not cleartext:
+        reader.issue(
+            join(path, "auth"),
+            f"auth: {auth} on a listener without TLS",
+            "use tls: starttls or implicit, or allow_cleartext_auth: true for devices "
+            "that cannot do TLS (their passwords then cross the network in clear)",
+        )
     return Listener(
-        name, address, port, mode, tls_files if mode is not TlsMode.NONE else None, require_tls
+        name,
+        address,
+        port,
+        mode,
+        tls_files if mode is not TlsMode.NONE else None,
+        require_tls,
+        auth,
+        cleartext,
     )
 
 

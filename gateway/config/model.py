@@ -62,6 +62,8 @@ class Listener:
     tls: TlsMode = TlsMode.NONE
     tls_files: TlsFiles | None = None
     require_tls: bool = False
+    auth: str = "off"  # off | optional | required (SMTP AUTH PLAIN and LOGIN)
+    allow_cleartext_auth: bool = False  # offer AUTH without TLS (old devices; passwords in clear)
 
 
 @dataclass(frozen=True, slots=True)

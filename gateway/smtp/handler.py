@@ -18,15 +18,19 @@ import structlog
 from prometheus_client import Counter
 
 from gateway import policy, replies
-from gateway.config import Config
+from gateway.config import Client, Config
 from gateway.errors import PolicyError, SpoolError
 from gateway.observability.metrics import Metrics
+from gateway.passwords import hash_password, verify_password
 from gateway.replies import Reply
 from gateway.routing import Router
+from gateway.smtp.lockout import FailureLimiter
 from gateway.smtp.session import GatewaySession
 from gateway.spool import Spool
 
 log = structlog.get_logger("gateway.smtp")
+# Checked against when the user does not exist, so a wrong name costs as long as a wrong password.
+_UNKNOWN_USER_HASH = hash_password("no such user")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +60,9 @@ class Handler:
         capacity: Callable[[], str | None] = lambda: None,
         executor: Executor | None = None,
         metrics: Metrics | None = None,
+        limiter: FailureLimiter | None = None,
     ) -> None:
+        self._limiter = limiter or FailureLimiter()
         self._executor = executor
         self._metrics = metrics
         self._state = state
@@ -67,7 +73,12 @@ class Handler:
     def connect(self, session: GatewaySession) -> Reply | None:
         """Before the greeting: is this peer a configured client? A reply means no."""
         ip, port = _peer(session)
-        client = policy.client_for(ip, self._state().config.clients)
+        config = self._state().config
+        client = policy.client_for(ip, config.clients)
+        if client is None and self._listener_auth(session) != "off":
+            # A listener offering AUTH admits any address: without a login it may send as
+            # nobody (550 5.7.1 at MAIL), with one as the user's senders.
+            client = Client(name="unlisted-network", networks=(), senders=())
         if client is None:
             log.warning(
                 "connection_refused",
@@ -107,7 +118,9 @@ class Handler:
             self._refused(session, "MAIL", error, sender=address)
             return str(error.reply)
         try:
-            sender, route = policy.check_sender(address, session.client, state.router)
+            sender, route = policy.check_sender(
+                address, policy.identity(session.client, session.user), state.router
+            )
         except PolicyError as error:
             self._refused(session, "MAIL", error, sender=address)
             return str(error.reply)
@@ -149,6 +162,7 @@ class Handler:
                     rcpt_tos=tuple(envelope.rcpt_tos),
                     message=content,
                     client=session.client.name,
+                    user=session.user.username if session.user else "",
                     peer=ip,
                     listener=session.listener,
                 ),
@@ -185,6 +199,52 @@ class Handler:
             self._metrics.transactions.labels(session.listener, "queued").inc()
             self._metrics.received_bytes.labels(session.listener).inc(len(content))
         return str(replies.queued(queue_id))
+
+    def _listener_auth(self, session: GatewaySession) -> str:
+        for listener in self._state().config.smtp.listeners:
+            if listener.name == session.listener:
+                return listener.auth
+        return "off"
+
+    def login_refusal(self, session: GatewaySession) -> Reply | None:
+        """Before an AUTH exchange: is this address locked out after failed logins?"""
+        ip, _port = _peer(session)
+        if self._limiter.locked(ip):
+            log.warning(
+                "auth_refused",
+                session=session.session_id,
+                peer=ip,
+                reply=replies.AUTH_LOCKED_OUT.code,
+                reason="locked out after repeated failed logins",
+            )
+            return replies.AUTH_LOCKED_OUT
+        return None
+
+    async def authenticate(self, session: GatewaySession, login: bytes, password: bytes) -> bool:
+        """Check a login against the users' scrypt hashes, off the event loop, in constant time
+        whether or not the user exists; count failures for the lockout."""
+        ip, _port = _peer(session)
+        name = login.decode("utf-8", "replace")
+        user = next((u for u in self._state().config.users if u.username == name), None)
+        stored = user.password_hash.reveal() if user else _UNKNOWN_USER_HASH
+        ok = await asyncio.get_running_loop().run_in_executor(
+            self._executor, verify_password, password.decode("utf-8", "replace"), stored
+        )
+        if ok and user is not None:
+            self._limiter.succeeded(ip)
+            session.user = user
+            log.info("authenticated", session=session.session_id, peer=ip, user=user.username)
+            return True
+        locked = self._limiter.failed(ip)
+        log.warning(
+            "auth_failed",
+            session=session.session_id,
+            peer=ip,
+            user=name[:64],
+            reason="unknown user" if user is None else "wrong password",
+            locked_out=locked,
+        )
+        return False
 
     def _count(self, counter: str, listener: str, result: str) -> None:
         if self._metrics is not None:

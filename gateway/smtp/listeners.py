@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import warnings
 from dataclasses import dataclass
 
 import structlog
@@ -69,6 +70,13 @@ class Listeners:
 
     def _protocol(self, listener: Listener, context: ssl.SSLContext | None) -> GatewaySMTP:
         starttls = context if listener.tls is TlsMode.STARTTLS else None
+        with warnings.catch_warnings():
+            # aiosmtpd warns when AUTH is required without *its* TLS requirement; on implicit-TLS
+            # listeners the whole connection is TLS, which it cannot see.
+            warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
+            return self._smtp(listener, starttls)
+
+    def _smtp(self, listener: Listener, starttls: ssl.SSLContext | None) -> GatewaySMTP:
         return GatewaySMTP(
             self._handler,
             registry=self.registry,
@@ -79,8 +87,13 @@ class Listeners:
             tls_context=starttls,
             require_starttls=listener.require_tls and starttls is not None,
             timeout=self._settings.command_timeout,
-            # aiosmtpd cannot see implicit TLS (aio-libs/aiosmtpd#281); AUTH is not offered yet.
-            auth_require_tls=listener.tls is not TlsMode.IMPLICIT,
+            # AUTH needs TLS unless the listener allows cleartext. aiosmtpd cannot see implicit
+            # TLS (aio-libs/aiosmtpd#281), so implicit listeners need no further TLS for it.
+            auth_require_tls=not (
+                listener.tls is TlsMode.IMPLICIT or listener.allow_cleartext_auth
+            ),
+            auth_required=listener.auth == "required",
+            auth_exclude_mechanism=["PLAIN", "LOGIN"] if listener.auth == "off" else None,
         )
 
     def reload(self, settings: SmtpSettings) -> list[str]:

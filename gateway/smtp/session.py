@@ -9,13 +9,15 @@ says goodbye with 421.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import secrets
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, Session
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, Session
 
 from gateway import replies
-from gateway.config import Client
+from gateway.config import Client, User
 from gateway.routing import Route
 
 
@@ -26,8 +28,19 @@ class GatewaySession(Session):
         super().__init__(loop)
         self.session_id = secrets.token_hex(4)
         self.client: Client | None = None
+        self.user: User | None = None
         self.route: Route | None = None
         self.listener = ""
+
+    # aiosmtpd logs a deprecation warning on every use of login_data; it sets it on every AUTH.
+    @property
+    def login_data(self) -> Any:
+        """The login of the last successful AUTH (aiosmtpd's legacy field)."""
+        return self._login_data
+
+    @login_data.setter
+    def login_data(self, value: Any) -> None:
+        self._login_data = value
 
 
 class SessionRegistry:
@@ -76,6 +89,11 @@ class SessionRegistry:
 class GatewaySMTP(SMTP):
     """One SMTP connection."""
 
+    # Printers (HP, Xerox, Ricoh …) and Go clients expect these LOGIN prompts; aiosmtpd's
+    # default "User Name\0" breaks them.
+    AuthLoginUsernameChallenge = "Username:"
+    AuthLoginPasswordChallenge = "Password:"
+
     def __init__(
         self, handler: Any, *, registry: SessionRegistry, listener: str, **kwargs: Any
     ) -> None:
@@ -100,7 +118,7 @@ class GatewaySMTP(SMTP):
         super().connection_made(transport)
         if previous is not None and isinstance(self.session, GatewaySession):
             self.session.session_id = previous.session_id
-            self.session.client = previous.client
+            self.session.client = previous.client  # (AUTH state is reset by RFC 3207)
         self._registry.add(self)
 
     def connection_lost(self, error: Exception | None) -> None:
@@ -128,6 +146,52 @@ class GatewaySMTP(SMTP):
         if self.transport is not None and not self.transport.is_closing():
             self._writer.write(f"{replies.SHUTTING_DOWN}\r\n".encode("ascii"))
             self.transport.close()
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        """AUTH with case-insensitive mechanism names and the failed-login lockout."""
+        if arg:
+            mechanism, _, rest = arg.strip().partition(" ")
+            arg = f"{mechanism.upper()} {rest}".strip()
+        refusal = self.event_handler.login_refusal(self.session)
+        if refusal is not None:
+            await self.push(str(refusal))
+            return
+        await super().smtp_AUTH(arg)
+
+    async def auth_PLAIN(self, _server: SMTP, args: list[str]) -> AuthResult:
+        """RFC 4616: `authzid NUL authcid NUL password`, inline or after an empty challenge."""
+        blob = await self._initial_or_challenge(args, "")
+        if blob is None:
+            return AuthResult(success=False, handled=True)
+        parts = blob.split(b"\0")
+        if len(parts) != 3:
+            return AuthResult(success=False, handled=False, message=str(replies.AUTH_SYNTAX))
+        return await self._verify(parts[1], parts[2])
+
+    async def auth_LOGIN(self, _server: SMTP, args: list[str]) -> AuthResult:
+        """The LOGIN dialogue: `Username:` then `Password:` (an initial response is allowed)."""
+        login = await self._initial_or_challenge(args, self.AuthLoginUsernameChallenge)
+        if login is None:
+            return AuthResult(success=False, handled=True)
+        password = await self.challenge_auth(self.AuthLoginPasswordChallenge)
+        if not isinstance(password, bytes):
+            return AuthResult(success=False, handled=True)
+        return await self._verify(login, password)
+
+    async def _initial_or_challenge(self, args: list[str], challenge: str) -> bytes | None:
+        if len(args) == 2:
+            try:
+                return base64.b64decode(args[1], validate=True)
+            except binascii.Error:
+                await self.push(str(replies.AUTH_SYNTAX))
+                return None
+        answer = await self.challenge_auth(challenge)
+        return answer if isinstance(answer, bytes) else None
+
+    async def _verify(self, login: bytes, password: bytes) -> AuthResult:
+        if await self.event_handler.authenticate(self.session, login, password):
+            return AuthResult(success=True, auth_data=LoginPassword(login, b""))
+        return AuthResult(success=False, handled=False, message=str(replies.BAD_CREDENTIALS))
 
     async def smtp_MAIL(self, arg: str) -> None:
         """MAIL, refused with 421 once a drain has begun."""

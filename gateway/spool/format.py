@@ -28,6 +28,7 @@ class Envelope:
     listener: str
     size: int
     send_as: str = ""  # for messages the gateway makes itself (bounces): the mailbox to use
+    user: str = ""  # the SMTP AUTH user who sent it ("" = identified by network only)
 
 
 class CorruptRecord(ValueError):

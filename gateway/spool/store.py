@@ -207,6 +207,7 @@ class Spool:
         peer: str,
         listener: str,
         send_as: str = "",
+        user: str = "",
     ) -> str:
         """Write a message durably and return its queue ID. `SpoolError` if it cannot."""
         queue_id = new_queue_id()
@@ -220,6 +221,7 @@ class Spool:
             listener,
             len(message),
             send_as,
+            user,
         )
         partial = self._path("tmp", queue_id)
         try:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import ssl
 import sys
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,12 @@ class SmtpDialogue:
         self.writer.write(text.encode() + b"\r\n")
         await self.writer.drain()
         return await self.reply()
+
+    async def starttls(self, context: ssl.SSLContext) -> None:
+        """STARTTLS and the TLS handshake on this connection."""
+        reply = await self.command("STARTTLS")
+        assert reply.startswith("220"), reply
+        await self.writer.start_tls(context, server_hostname="127.0.0.1")
 
     async def send_raw(self, data: bytes) -> None:
         self.writer.write(data)

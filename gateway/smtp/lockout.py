@@ -1,0 +1,57 @@
+"""Per-address limit on failed SMTP AUTH attempts: a temporary lockout against password guessing.
+
+After `max_failures` failures within `window` seconds an address is locked out for `lockout`
+seconds; a success clears its count. The clock is injected, so this is testable without waiting.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+
+
+class FailureLimiter:
+    """Counts AUTH failures per client address."""
+
+    def __init__(
+        self,
+        *,
+        max_failures: int = 5,
+        window: float = 300.0,
+        lockout: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._max = max_failures
+        self._window = window
+        self._lockout = lockout
+        self._clock = clock
+        self._failures: dict[str, deque[float]] = {}
+        self._locked_until: dict[str, float] = {}
+
+    def locked(self, address: str) -> bool:
+        """Whether `address` is locked out right now."""
+        until = self._locked_until.get(address)
+        if until is None:
+            return False
+        if self._clock() >= until:
+            del self._locked_until[address]
+            return False
+        return True
+
+    def failed(self, address: str) -> bool:
+        """Count one failure; True when this failure locks the address out."""
+        now = self._clock()
+        recent = self._failures.setdefault(address, deque())
+        recent.append(now)
+        while recent and recent[0] < now - self._window:
+            recent.popleft()
+        if len(recent) >= self._max:
+            self._locked_until[address] = now + self._lockout
+            del self._failures[address]
+            return True
+        return False
+
+    def succeeded(self, address: str) -> None:
+        """A successful login clears the address's failures."""
+        self._failures.pop(address, None)
