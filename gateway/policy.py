@@ -13,6 +13,7 @@ from gateway import replies
 from gateway.addresses import Address, parse_mailbox, sender_matches
 from gateway.config import Client, User
 from gateway.errors import PolicyError
+from gateway.mime.headers import full_header_addresses, header_values, quick_addresses
 from gateway.routing import Route, Router
 
 
@@ -87,3 +88,34 @@ def check_recipient(text: str, accepted: int, max_recipients: int) -> Address:
     if address is None:
         raise PolicyError(replies.BAD_RECIPIENT_SYNTAX, "malformed recipient address")
     return address
+
+
+def check_header_senders(header_section: bytes, who: Identity) -> None:
+    """Header From and Sender must name only addresses `who` may send as.
+
+    Tricks that make a parser see another address than Exchange would (the CVE-2023-27043
+    form `a@x)<b@y>`, an address in an encoded display name, folding, groups) are read with a
+    strict reader first and the standard RFC 5322 parser otherwise; a header that parser finds
+    defects in is refused outright.
+    """
+    for name, value in header_values(header_section, {"from", "sender"}):
+        found = quick_addresses(value)
+        if found is None:
+            found, malformed = full_header_addresses(
+                f"{name}: {value}\r\n\r\n".encode("utf-8", "surrogateescape"), (name,)
+            )
+            if malformed:
+                raise PolicyError(
+                    replies.SENDER_NOT_ALLOWED.with_text(f"Malformed {name.title()} header"),
+                    f"{name.title()} header is malformed or ambiguous: {value[:120]!r}",
+                )
+        for text in sorted(found):
+            address = parse_mailbox(text)
+            if address is None or not sender_matches(address, who.senders):
+                raise PolicyError(
+                    replies.SENDER_NOT_ALLOWED.with_text(
+                        f"{name.title()} header address not allowed for this client"
+                    ),
+                    f"header {name.title()} {text} is not among {who.kind} {who.name!r}'s "
+                    "senders; add it, or give the client a send_as mailbox",
+                )

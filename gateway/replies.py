@@ -44,6 +44,9 @@ AUTH_LOCKED_OUT = Reply(454, "4.7.0", "Too many failed logins from your address,
 AUTH_ENCRYPTION_REQUIRED = Reply(
     538, "5.7.11", "Encryption required for requested authentication mechanism"
 )
+TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections, try again later")
+STARTTLS_FIRST = Reply(530, "5.7.0", "Must issue a STARTTLS command first")
+LINE_TOO_LONG = Reply(500, "5.5.2", "Line too long (more than 1000 bytes)")
 MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds the fixed limit")
 SPOOL_UNAVAILABLE = Reply(452, "4.3.1", "Insufficient system storage, try again later")
 UNEXPECTED = Reply(451, "4.3.0", "Temporary local problem, try again later")

@@ -3,6 +3,7 @@
 from gateway.config.loader import LOOPBACK_CLIENT, load_config, parse_config
 from gateway.config.model import (
     CLOUD_ENDPOINTS,
+    MIME_SUBMISSION_LIMIT,
     CertificateCredential,
     Client,
     Cloud,
@@ -25,6 +26,7 @@ from gateway.config.units import format_size, parse_duration, parse_size
 __all__ = [
     "CLOUD_ENDPOINTS",
     "LOOPBACK_CLIENT",
+    "MIME_SUBMISSION_LIMIT",
     "CertificateCredential",
     "Client",
     "Cloud",

@@ -162,7 +162,16 @@ def _read_tls_files(reader: Reader, value: object, path: str) -> TlsFiles | None
 
 
 def _read_smtp(reader: Reader, value: object, tls_default: TlsFiles | None) -> SmtpSettings:
-    keys = ("hostname", "listeners", "tls", "max_message_size", "max_recipients", "command_timeout")
+    keys = (
+        "hostname",
+        "listeners",
+        "tls",
+        "max_message_size",
+        "max_recipients",
+        "command_timeout",
+        "max_connections",
+        "max_connections_per_ip",
+    )
     node = reader.mapping(value, "smtp", keys) or {}
     listeners = []
     for where, item in reader.items(node.get("listeners"), "smtp.listeners"):
@@ -189,6 +198,10 @@ def _read_smtp(reader: Reader, value: object, tls_default: TlsFiles | None) -> S
             node, "max_recipients", "smtp", 500, minimum=1, maximum=100000
         ),
         command_timeout=reader.duration(node, "command_timeout", "smtp", 300.0, minimum=1.0),
+        max_connections=reader.integer(node, "max_connections", "smtp", 200, minimum=1),
+        max_connections_per_ip=reader.integer(
+            node, "max_connections_per_ip", "smtp", 20, minimum=1
+        ),
     )
 
 

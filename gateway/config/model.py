@@ -16,6 +16,11 @@ from gateway.config.secrets import Secret
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+# Graph's request limit is 4 MB (4,194,304 bytes); base64 makes 3 bytes into 4. Keep 64 KiB for
+# the Bcc and From headers the gateway may add. Larger messages need the draft + upload path.
+GRAPH_REQUEST_LIMIT = 4 * 1024 * 1024
+MIME_SUBMISSION_LIMIT = GRAPH_REQUEST_LIMIT * 3 // 4 - 64 * 1024
+
 
 class TlsMode(StrEnum):
     """How a listener uses TLS."""
@@ -75,6 +80,15 @@ class SmtpSettings:
     max_message_size: int = 35 * 1024 * 1024
     max_recipients: int = 500
     command_timeout: float = 300.0
+    max_connections: int = 200
+    max_connections_per_ip: int = 20
+
+    @property
+    def deliverable_size(self) -> int:
+        """The largest message that can be accepted: the configured maximum, capped by what one
+        Graph MIME request carries (4 MB of base64, less room for the headers the gateway adds).
+        """
+        return min(self.max_message_size, MIME_SUBMISSION_LIMIT)
 
 
 @dataclass(frozen=True, slots=True)

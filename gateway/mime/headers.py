@@ -49,7 +49,7 @@ def remove_headers(header_section: bytes, names: set[str]) -> bytes:
     return b"".join(kept)
 
 
-def _unfold(header_section: bytes, wanted: set[str]) -> list[tuple[str, str]]:
+def header_values(header_section: bytes, wanted: set[str]) -> list[tuple[str, str]]:
     fields: list[tuple[str, list[str]]] = []
     for line in header_section.decode("latin-1").splitlines():
         if line[:1] in (" ", "\t"):
@@ -64,7 +64,7 @@ def _unfold(header_section: bytes, wanted: set[str]) -> list[tuple[str, str]]:
 
 def message_id(raw: bytes) -> str:
     """The Message-ID header of a raw message ("" when there is none), for logs."""
-    values = _unfold(split_message(raw)[0], {"message-id"})
+    values = header_values(split_message(raw)[0], {"message-id"})
     return values[0][1][:200] if values else ""
 
 
@@ -134,7 +134,7 @@ def header_addresses(header_section: bytes, names: tuple[str, ...]) -> tuple[set
     """
     found: set[str] = set()
     complex_fields = False
-    for _name, value in _unfold(header_section, {name.lower() for name in names}):
+    for _name, value in header_values(header_section, {name.lower() for name in names}):
         quick = quick_addresses(value)
         if quick is None:
             complex_fields = True
@@ -142,10 +142,10 @@ def header_addresses(header_section: bytes, names: tuple[str, ...]) -> tuple[set
         found |= quick
     if not complex_fields:
         return found, False
-    return _full_header_addresses(header_section, names)
+    return full_header_addresses(header_section, names)
 
 
-def _full_header_addresses(header_section: bytes, names: tuple[str, ...]) -> tuple[set[str], bool]:
+def full_header_addresses(header_section: bytes, names: tuple[str, ...]) -> tuple[set[str], bool]:
     parsed = _PARSER.parsebytes(header_section)
     found: set[str] = set()
     suspicious = False

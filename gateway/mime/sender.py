@@ -12,7 +12,7 @@ from email import message_from_string
 from email.headerregistry import Address
 from email.policy import SMTP, default
 
-from gateway.mime.headers import _unfold, line_ending, remove_headers, split_message
+from gateway.mime.headers import header_values, line_ending, remove_headers, split_message
 
 
 def _display_name(value: str) -> str:
@@ -26,7 +26,7 @@ def rewrite_from(raw: bytes, mailbox: str) -> bytes:
     """`raw` with From set to `mailbox` (same display name) and Reply-To set to the old From."""
     header_section, rest = split_message(raw)
     newline = line_ending(raw)
-    found = dict(_unfold(header_section, {"from", "reply-to"}))
+    found = dict(header_values(header_section, {"from", "reply-to"}))
     original = found.get("from", "")
     local, _, domain = mailbox.rpartition("@")
     name = _display_name(original) if original else ""

@@ -20,6 +20,7 @@ from prometheus_client import Counter
 from gateway import policy, replies
 from gateway.config import Client, Config
 from gateway.errors import PolicyError, SpoolError
+from gateway.mime.headers import split_message
 from gateway.observability.metrics import Metrics
 from gateway.passwords import hash_password, verify_password
 from gateway.replies import Reply
@@ -153,6 +154,15 @@ class Handler:
         assert session.client is not None
         ip, _port = _peer(session)
         content: bytes = envelope.original_content
+        rewritten = session.route is not None and session.route.rewrite_from
+        if not rewritten:  # a From the gateway replaces anyway need not be allowed
+            try:
+                policy.check_header_senders(
+                    split_message(content)[0], policy.identity(session.client, session.user)
+                )
+            except PolicyError as error:
+                self._refused(session, "DATA", error, sender=envelope.mail_from)
+                return str(error.reply)
         try:
             queue_id = await asyncio.get_running_loop().run_in_executor(
                 self._executor,
@@ -205,6 +215,20 @@ class Handler:
             if listener.name == session.listener:
                 return listener.auth
         return "off"
+
+    def too_many(self, session: GatewaySession, total: int) -> None:
+        """A connection over the total or per-address limit is turned away (421)."""
+        ip, _port = _peer(session)
+        log.warning(
+            "connection_refused",
+            session=session.session_id,
+            peer=ip,
+            listener=session.listener,
+            reply=replies.TOO_MANY_CONNECTIONS.code,
+            reason="too many connections (smtp.max_connections / max_connections_per_ip)",
+            open_connections=total,
+        )
+        self._count("connections", session.listener, "refused")
 
     def login_refusal(self, session: GatewaySession) -> Reply | None:
         """Before an AUTH exchange: is this address locked out after failed logins?"""

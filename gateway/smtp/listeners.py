@@ -40,6 +40,14 @@ class Listeners:
     async def start(self) -> None:
         """Bind every listener; the first failure closes the others and is raised."""
         loop = asyncio.get_running_loop()
+        if self._settings.deliverable_size < self._settings.max_message_size:
+            log.warning(
+                "message_size_capped",
+                configured=self._settings.max_message_size,
+                advertised=self._settings.deliverable_size,
+                reason="one Graph MIME request carries at most 4 MB of base64; larger "
+                "messages would be refused by Graph, so SIZE advertises this",
+            )
         try:
             for index, listener in enumerate(self._settings.listeners):
                 context = None
@@ -57,6 +65,13 @@ class Listeners:
                 self._servers.append(server)
                 host, port = server.sockets[0].getsockname()[:2]
                 self.bound.append(Bound(listener, host, port))
+                if listener.tls_files and listener.tls_files.min_version in ("tlsv1", "tlsv1.1"):
+                    log.warning(
+                        "old_tls_allowed",
+                        listener=listener.name,
+                        min_version=listener.tls_files.min_version,
+                        reason="opted in for old devices; TLS before 1.2 is weak",
+                    )
                 log.info(
                     "listening",
                     listener=listener.name,
@@ -80,10 +95,11 @@ class Listeners:
         return GatewaySMTP(
             self._handler,
             registry=self.registry,
+            limits=(self._settings.max_connections, self._settings.max_connections_per_ip),
             listener=listener.name,
             hostname=self._settings.hostname or None,  # None: aiosmtpd uses the FQDN
             ident="smtp-graph-gateway",
-            data_size_limit=self._settings.max_message_size,
+            data_size_limit=self._settings.deliverable_size,
             tls_context=starttls,
             require_starttls=listener.require_tls and starttls is not None,
             timeout=self._settings.command_timeout,

@@ -12,13 +12,21 @@ import asyncio
 import base64
 import binascii
 import secrets
-from typing import Any
+from typing import Any, AnyStr
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, Session
 
 from gateway import replies
 from gateway.config import Client, User
 from gateway.routing import Route
+
+# aiosmtpd's built-in replies, as the gateway's named replies (enhanced codes, clear texts).
+_TRANSLATED = {
+    "552 Error: message size exceeds fixed maximum message size": str(replies.MESSAGE_TOO_BIG),
+    "552 Error: Too much mail data": str(replies.MESSAGE_TOO_BIG),
+    "530 Must issue a STARTTLS command first": str(replies.STARTTLS_FIRST),
+    "500 Line too long (see RFC5321 4.5.3.1.6)": str(replies.LINE_TOO_LONG),
+}
 
 
 class GatewaySession(Session):
@@ -65,6 +73,16 @@ class SessionRegistry:
         if not self._sessions:
             self._empty.set()
 
+    def count(self, ip: str) -> int:
+        """Open connections from one address."""
+        return sum(
+            1
+            for protocol in self._sessions
+            if protocol.session is not None
+            and isinstance(protocol.session.peer, tuple)
+            and protocol.session.peer[0] == ip
+        )
+
     def begin_drain(self) -> None:
         """Ask every session to finish: idle ones close now, busy ones after their DATA."""
         for protocol in list(self._sessions):
@@ -95,8 +113,15 @@ class GatewaySMTP(SMTP):
     AuthLoginPasswordChallenge = "Password:"
 
     def __init__(
-        self, handler: Any, *, registry: SessionRegistry, listener: str, **kwargs: Any
+        self,
+        handler: Any,
+        *,
+        registry: SessionRegistry,
+        listener: str,
+        limits: tuple[int, int] = (200, 20),
+        **kwargs: Any,
     ) -> None:
+        self._limits = limits
         super().__init__(handler, **kwargs)
         self._registry = registry
         self._listener = listener
@@ -127,6 +152,15 @@ class GatewaySMTP(SMTP):
         super().connection_lost(error)
 
     async def _handle_client(self) -> None:
+        assert self.session is not None
+        total, per_ip = self._limits
+        peer = self.session.peer[0] if isinstance(self.session.peer, tuple) else ""
+        if len(self._registry) > total or self._registry.count(peer) > per_ip:
+            self.event_handler.too_many(self.session, len(self._registry))
+            await self.push(str(replies.TOO_MANY_CONNECTIONS))
+            if self.transport is not None:
+                self.transport.close()
+            return
         refusal = self.event_handler.connect(self.session)
         if refusal is not None:
             await self.push(str(refusal))
@@ -146,6 +180,12 @@ class GatewaySMTP(SMTP):
         if self.transport is not None and not self.transport.is_closing():
             self._writer.write(f"{replies.SHUTTING_DOWN}\r\n".encode("ascii"))
             self.transport.close()
+
+    async def push(self, status: AnyStr) -> None:
+        """Send a reply; aiosmtpd's own replies get the codes and texts of `replies`."""
+        if isinstance(status, str):
+            status = _TRANSLATED.get(status, status)
+        await super().push(status)
 
     async def smtp_AUTH(self, arg: str) -> None:
         """AUTH with case-insensitive mechanism names and the failed-login lockout."""

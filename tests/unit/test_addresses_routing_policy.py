@@ -60,18 +60,31 @@ def test_sender_patterns() -> None:
 
 
 def tenant(name: str, *domains: str) -> Tenant:
-    return Tenant(name=name, tenant_id="t", client_id="c", client_secret=Secret("s"), domains=domains)
+    return Tenant(
+        name=name, tenant_id="t", client_id="c", client_secret=Secret("s"), domains=domains
+    )
 
 
-ROUTER = Router((tenant("contoso", "contoso.com", "*.contoso.com"), tenant("eu", "*.eu.contoso.com"),
-                 tenant("fabrikam", "fabrikam.com")))
+ROUTER = Router(
+    (
+        tenant("contoso", "contoso.com", "*.contoso.com"),
+        tenant("eu", "*.eu.contoso.com"),
+        tenant("fabrikam", "fabrikam.com"),
+    )
+)
 
 
 @pytest.mark.parametrize(
     ("domain", "expected"),
-    [("contoso.com", "contoso"), ("CONTOSO.com", "contoso"), ("mail.contoso.com", "contoso"),
-     ("x.eu.contoso.com", "eu"), ("fabrikam.com", "fabrikam"), ("sub.fabrikam.com", None),
-     ("notcontoso.com", None)],
+    [
+        ("contoso.com", "contoso"),
+        ("CONTOSO.com", "contoso"),
+        ("mail.contoso.com", "contoso"),
+        ("x.eu.contoso.com", "eu"),
+        ("fabrikam.com", "fabrikam"),
+        ("sub.fabrikam.com", None),
+        ("notcontoso.com", None),
+    ],
 )
 def test_routing_prefers_exact_then_longest_wildcard(domain: str, expected: str | None) -> None:
     found = ROUTER.tenant_for(domain)
@@ -85,8 +98,14 @@ V6 = Client("v6", (ipaddress.ip_network("fd00::/8"),), ("*",))
 
 @pytest.mark.parametrize(
     ("ip", "expected"),
-    [("192.168.10.7", "printers"), ("192.168.10.50", "erp"), ("::ffff:192.168.10.7", "printers"),
-     ("fd00::1", "v6"), ("10.0.0.1", None), ("not-an-ip", None)],
+    [
+        ("192.168.10.7", "printers"),
+        ("192.168.10.50", "erp"),
+        ("::ffff:192.168.10.7", "printers"),
+        ("fd00::1", "v6"),
+        ("10.0.0.1", None),
+        ("not-an-ip", None),
+    ],
 )
 def test_client_is_most_specific_network(ip: str, expected: str | None) -> None:
     client = client_for(ip, (PRINTERS, ERP, V6))

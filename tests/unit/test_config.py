@@ -24,7 +24,9 @@ spool: {directory: spool}
 
 
 def parse(text: str, tmp_path: Path, env: dict[str, str] | None = None):
-    return parse_config(text, base_dir=tmp_path, env={"CONTOSO_SECRET": "s3cr3t-value", **(env or {})})
+    return parse_config(
+        text, base_dir=tmp_path, env={"CONTOSO_SECRET": "s3cr3t-value", **(env or {})}
+    )
 
 
 def errors_of(text: str, tmp_path: Path, env: dict[str, str] | None = None) -> list[str]:
@@ -43,7 +45,9 @@ def test_minimal_config_gets_safe_defaults(tmp_path: Path) -> None:
     assert [str(n) for n in config.clients[0].networks] == ["127.0.0.0/8", "::1/128"]
     tenant = config.tenants[0]
     assert tenant.cloud is Cloud.GLOBAL
-    assert tenant.authority == "https://login.microsoftonline.com/11111111-1111-1111-1111-111111111111"
+    assert (
+        tenant.authority == "https://login.microsoftonline.com/11111111-1111-1111-1111-111111111111"
+    )
     assert tenant.scope == "https://graph.microsoft.com/.default"
     assert tenant.client_secret.reveal() == "s3cr3t-value"
 
@@ -101,14 +105,20 @@ def test_secret_file_missing_names_both_places(tmp_path: Path) -> None:
     text = MINIMAL.replace("client_secret: ${CONTOSO_SECRET}", "client_secret_file: contoso")
     errors = errors_of(text, tmp_path, env={"CREDENTIALS_DIRECTORY": "/run/credentials/x"})
     assert len(errors) == 1
-    assert errors[0].startswith("tenants[0].client_secret_file: file not found: /run/credentials/x/contoso or ")
+    assert errors[0].startswith(
+        "tenants[0].client_secret_file: file not found: /run/credentials/x/contoso or "
+    )
 
 
 def test_secret_value_is_not_quoted_in_errors(tmp_path: Path) -> None:
-    text = MINIMAL.replace("client_secret: ${CONTOSO_SECRET}",
-                           "client_secret: hunter2-secret\n    client_secret_file: x")
+    text = MINIMAL.replace(
+        "client_secret: ${CONTOSO_SECRET}",
+        "client_secret: hunter2-secret\n    client_secret_file: x",
+    )
     errors = errors_of(text, tmp_path, env={"CONTOSO_SECRET": "x"})
-    assert errors == ["tenants[0].client_secret: both client_secret and client_secret_file are set — keep only one"]
+    assert errors == [
+        "tenants[0].client_secret: both client_secret and client_secret_file are set — keep only one"
+    ]
     assert "hunter2" not in "".join(errors)
 
 
@@ -122,16 +132,21 @@ def test_tls_listener_without_certificate_is_an_error(tmp_path: Path) -> None:
 
 
 def test_domain_served_by_two_tenants_is_an_error(tmp_path: Path) -> None:
-    text = MINIMAL + """
+    text = (
+        MINIMAL
+        + """
   - name: fabrikam
     tenant_id: t2
     client_id: c2
     client_secret: x
     domains: [contoso.com]
 """.replace("spool: {directory: spool}\n", "")
+    )
     text = text.replace("spool: {directory: spool}\n", "") + "spool: {directory: spool}\n"
     errors = errors_of(text, tmp_path, env={"CONTOSO_SECRET": "x"})
-    assert any("domain 'contoso.com' is also listed by tenant 'contoso'" in e for e in errors), errors
+    assert any("domain 'contoso.com' is also listed by tenant 'contoso'" in e for e in errors), (
+        errors
+    )
 
 
 def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
@@ -143,17 +158,32 @@ def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
     ("cloud", "login", "scope"),
     [
         ("usgov", "https://login.microsoftonline.us", "https://graph.microsoft.us/.default"),
-        ("usgov-dod", "https://login.microsoftonline.us", "https://dod-graph.microsoft.us/.default"),
-        ("china", "https://login.chinacloudapi.cn", "https://microsoftgraph.chinacloudapi.cn/.default"),
+        (
+            "usgov-dod",
+            "https://login.microsoftonline.us",
+            "https://dod-graph.microsoft.us/.default",
+        ),
+        (
+            "china",
+            "https://login.chinacloudapi.cn",
+            "https://microsoftgraph.chinacloudapi.cn/.default",
+        ),
     ],
 )
-def test_national_clouds_set_endpoints_and_scope(tmp_path: Path, cloud: str, login: str, scope: str) -> None:
+def test_national_clouds_set_endpoints_and_scope(
+    tmp_path: Path, cloud: str, login: str, scope: str
+) -> None:
     config = parse(MINIMAL.replace("domains:", f"cloud: {cloud}\n    domains:"), tmp_path)
     assert config.tenants[0].login_endpoint == login
     assert config.tenants[0].scope == scope
 
 
 def test_user_password_must_be_a_hash(tmp_path: Path) -> None:
-    text = MINIMAL + "users:\n  - {username: erp, password_hash: plaintext, senders: ['*@contoso.com']}\n"
+    text = (
+        MINIMAL
+        + "users:\n  - {username: erp, password_hash: plaintext, senders: ['*@contoso.com']}\n"
+    )
     errors = errors_of(text, tmp_path, env={"CONTOSO_SECRET": "x"})
-    assert errors == ["users[0].password_hash: is not a password hash — create one with: smtp-graph-gateway hash-password"]
+    assert errors == [
+        "users[0].password_hash: is not a password hash — create one with: smtp-graph-gateway hash-password"
+    ]

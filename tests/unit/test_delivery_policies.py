@@ -28,9 +28,15 @@ from gateway.delivery.classify import classify
         (400, "SomethingNew", False, True, False),
     ],
 )
-def test_classification_table(status: int, code: str, delivered: bool, permanent: bool, refresh: bool) -> None:
+def test_classification_table(
+    status: int, code: str, delivered: bool, permanent: bool, refresh: bool
+) -> None:
     outcome = classify(status, code)
-    assert (outcome.delivered, outcome.permanent, outcome.refresh_token) == (delivered, permanent, refresh)
+    assert (outcome.delivered, outcome.permanent, outcome.refresh_token) == (
+        delivered,
+        permanent,
+        refresh,
+    )
     if not delivered:
         assert outcome.explanation
 

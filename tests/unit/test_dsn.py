@@ -6,16 +6,26 @@ from email import message_from_bytes, policy
 
 from gateway.mime.dsn import Failure, build_dsn, is_notification
 
-ORIGINAL = b"From: erp@contoso.com\r\nTo: x@fabrikam.com\r\nSubject: Invoice 42\r\n\r\nsecret body\r\n"
+ORIGINAL = (
+    b"From: erp@contoso.com\r\nTo: x@fabrikam.com\r\nSubject: Invoice 42\r\n\r\nsecret body\r\n"
+)
 
 
 def make() -> bytes:
     return build_dsn(
-        original=ORIGINAL, original_sender="erp@contoso.com", queue_id="Q42",
-        failure=Failure(("x@fabrikam.com",), "5.0.0", "404 MailboxNotEnabledForRESTAPI",
-                        "the sending mailbox is not enabled"),
-        postmaster="postmaster@contoso.com", reporting_host="gw.contoso.com",
-        arrival=1_790_000_000.0, now=1_790_000_060.0,
+        original=ORIGINAL,
+        original_sender="erp@contoso.com",
+        queue_id="Q42",
+        failure=Failure(
+            ("x@fabrikam.com",),
+            "5.0.0",
+            "404 MailboxNotEnabledForRESTAPI",
+            "the sending mailbox is not enabled",
+        ),
+        postmaster="postmaster@contoso.com",
+        reporting_host="gw.contoso.com",
+        arrival=1_790_000_000.0,
+        now=1_790_000_060.0,
     )
 
 

@@ -40,7 +40,11 @@ def test_pacing_gives_each_message_its_own_slot() -> None:
 def test_burst_of_500_spreads_over_the_sending_limit() -> None:
     gates = MailboxGates(max_in_flight=4, rate_per_minute=30)
     last = max(
-        (d.when for i in range(500) if isinstance(d := gates.decide(f"m{i}", "erp@c.com", 0.0), WaitUntil)),
+        (
+            d.when
+            for i in range(500)
+            if isinstance(d := gates.decide(f"m{i}", "erp@c.com", 0.0), WaitUntil)
+        ),
         default=0.0,
     )
     assert last == 499 * 2.0  # 500 messages at 30 a minute take 16 minutes 38 seconds

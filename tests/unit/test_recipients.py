@@ -7,13 +7,13 @@ from email import message_from_bytes, policy
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.mime.headers import _full_header_addresses, quick_addresses
+from gateway.mime.headers import full_header_addresses, quick_addresses
 from gateway.mime.recipients import with_envelope_bcc
 
 BASE = (
     b"From: Scanner <scanner@contoso.com>\r\n"
     b"To: Alice <alice@contoso.com>,\r\n Bob <BOB@Contoso.com>\r\n"
-    b"Cc: \"Carol, Ops\" <carol@fabrikam.com>, Team: dave@fabrikam.com;\r\n"
+    b'Cc: "Carol, Ops" <carol@fabrikam.com>, Team: dave@fabrikam.com;\r\n'
     b"Subject: scan\r\n\r\nbody line\r\n.leading dot kept\r\n"
 )
 
@@ -27,8 +27,16 @@ def recipients_of(message: bytes) -> dict[str, list[str]]:
 
 
 def test_envelope_only_recipients_become_bcc_and_nothing_else_changes() -> None:
-    prepared = with_envelope_bcc(BASE, ["alice@contoso.com", "BOB@contoso.com", "dave@fabrikam.com",
-                                        "erin@contoso.com", "frank@other.org"])
+    prepared = with_envelope_bcc(
+        BASE,
+        [
+            "alice@contoso.com",
+            "BOB@contoso.com",
+            "dave@fabrikam.com",
+            "erin@contoso.com",
+            "frank@other.org",
+        ],
+    )
     assert prepared.bcc == ("erin@contoso.com", "frank@other.org")
     assert prepared.message == b"Bcc: erin@contoso.com, frank@other.org\r\n" + BASE
 
@@ -65,7 +73,9 @@ addresses = st.from_regex(r"[a-z]{1,8}@[a-z]{1,8}\.(org|com)", fullmatch=True)
 
 
 @given(to=st.lists(addresses, max_size=5), envelope=st.lists(addresses, min_size=1, max_size=8))
-def test_every_envelope_recipient_is_addressed_exactly_once(to: list[str], envelope: list[str]) -> None:
+def test_every_envelope_recipient_is_addressed_exactly_once(
+    to: list[str], envelope: list[str]
+) -> None:
     header = b"To: " + ", ".join(to).encode() + b"\r\n" if to else b""
     message = b"From: s@contoso.com\r\n" + header + b"Subject: x\r\n\r\nbody\r\n"
     prepared = with_envelope_bcc(message, envelope)
@@ -77,18 +87,22 @@ def test_every_envelope_recipient_is_addressed_exactly_once(to: list[str], envel
     assert not set(found["bcc"]) & set(found["to"])
 
 
-display = st.one_of(st.just(""), st.from_regex(r"[A-Za-z][A-Za-z .]{0,12}", fullmatch=True),
-                    st.from_regex(r'"[A-Za-z@,<> ]{1,12}"', fullmatch=True),
-                    st.just("=?utf-8?q?J=C3=B6rg?="))
-mailbox = st.builds(lambda name, address: f"{name} <{address}>" if name.strip() else address,
-                    display, addresses)
+display = st.one_of(
+    st.just(""),
+    st.from_regex(r"[A-Za-z][A-Za-z .]{0,12}", fullmatch=True),
+    st.from_regex(r'"[A-Za-z@,<> ]{1,12}"', fullmatch=True),
+    st.just("=?utf-8?q?J=C3=B6rg?="),
+)
+mailbox = st.builds(
+    lambda name, address: f"{name} <{address}>" if name.strip() else address, display, addresses
+)
 
 
 @given(st.lists(mailbox, min_size=1, max_size=6))
 def test_quick_reader_agrees_with_the_standard_parser(entries: list[str]) -> None:
     value = ", ".join(entries)
     quick = quick_addresses(value)
-    full, suspicious = _full_header_addresses(f"To: {value}\r\n\r\n".encode(), ("to",))
+    full, suspicious = full_header_addresses(f"To: {value}\r\n\r\n".encode(), ("to",))
     if quick is not None:
         assert not suspicious
         assert quick == full

@@ -10,10 +10,19 @@ from gateway.mime.sender import rewrite_from
 from gateway.routing import Router
 
 
-def tenant(name: str, *domains: str, priority: int = 0, send_as: str = "",
-           keep_from: bool = False) -> Tenant:
-    return Tenant(name=name, tenant_id=name, client_id=name, client_secret=Secret("s"),
-                  domains=domains, priority=priority, send_as=send_as, keep_from=keep_from)
+def tenant(
+    name: str, *domains: str, priority: int = 0, send_as: str = "", keep_from: bool = False
+) -> Tenant:
+    return Tenant(
+        name=name,
+        tenant_id=name,
+        client_id=name,
+        client_secret=Secret("s"),
+        domains=domains,
+        priority=priority,
+        send_as=send_as,
+        keep_from=keep_from,
+    )
 
 
 def address(text: str):
@@ -23,16 +32,25 @@ def address(text: str):
 
 
 def test_failover_routes_are_tried_by_priority() -> None:
-    router = Router((tenant("backup", "contoso.com", priority=20),
-                     tenant("primary", "contoso.com", priority=10)))
+    router = Router(
+        (
+            tenant("backup", "contoso.com", priority=20),
+            tenant("primary", "contoso.com", priority=10),
+        )
+    )
     assert [r.tenant.name for r in router.routes(address("a@contoso.com"))] == ["primary", "backup"]
 
 
 def test_overrides_then_domains_then_default() -> None:
-    routing = RoutingSettings(default_tenant="catchall",
-                              addresses=(("ceo@fabrikam.com", "exec"),))
-    router = Router((tenant("exec", "exec.example"), tenant("fabrikam", "fabrikam.com"),
-                     tenant("catchall", "catchall.example")), routing)
+    routing = RoutingSettings(default_tenant="catchall", addresses=(("ceo@fabrikam.com", "exec"),))
+    router = Router(
+        (
+            tenant("exec", "exec.example"),
+            tenant("fabrikam", "fabrikam.com"),
+            tenant("catchall", "catchall.example"),
+        ),
+        routing,
+    )
     assert router.route(address("CEO@Fabrikam.com")).tenant.name == "exec"
     assert router.route(address("staff@fabrikam.com")).tenant.name == "fabrikam"
     assert router.route(address("x@elsewhere.org")).tenant.name == "catchall"
@@ -41,8 +59,9 @@ def test_overrides_then_domains_then_default() -> None:
 
 def test_send_as_precedence_and_from_rewrite_flag() -> None:
     routing = RoutingSettings(send_as=(("scan.contoso.com", "scans@contoso.com"),))
-    router = Router((tenant("contoso", "contoso.com", "*.contoso.com",
-                            send_as="shared@contoso.com"),), routing)
+    router = Router(
+        (tenant("contoso", "contoso.com", "*.contoso.com", send_as="shared@contoso.com"),), routing
+    )
     plain = router.route(address("alice@contoso.com"))
     assert (plain.mailbox, plain.rewrite_from) == ("shared@contoso.com", True)
     by_domain = router.route(address("mfp@scan.contoso.com"))
@@ -56,8 +75,10 @@ def test_send_as_precedence_and_from_rewrite_flag() -> None:
 
 
 def test_from_rewrite_keeps_display_name_and_moves_address_to_reply_to() -> None:
-    raw = (b"From: =?iso-8859-1?q?J=F6rg_Scanner?= <scan@printer.local>\r\n"
-           b"To: a@contoso.com\r\nSubject: x\r\n\r\nbody\r\n")
+    raw = (
+        b"From: =?iso-8859-1?q?J=F6rg_Scanner?= <scan@printer.local>\r\n"
+        b"To: a@contoso.com\r\nSubject: x\r\n\r\nbody\r\n"
+    )
     rewritten = rewrite_from(raw, "scanner@contoso.com")
     parsed = message_from_bytes(rewritten, policy=policy.default)
     [sender] = parsed["From"].addresses

@@ -9,8 +9,15 @@ from gateway.config import format_size, parse_duration, parse_size
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("35MiB", 35 * 1024**2), ("10MB", 10_000_000), ("512k", 512_000), ("1.5GiB", int(1.5 * 1024**3)),
-     (4096, 4096), ("4096", 4096), ("2 mib", 2 * 1024**2)],
+    [
+        ("35MiB", 35 * 1024**2),
+        ("10MB", 10_000_000),
+        ("512k", 512_000),
+        ("1.5GiB", int(1.5 * 1024**3)),
+        (4096, 4096),
+        ("4096", 4096),
+        ("2 mib", 2 * 1024**2),
+    ],
 )
 def test_sizes(text: str | int, expected: int) -> None:
     assert parse_size(text) == expected
@@ -24,8 +31,15 @@ def test_bad_sizes(text: str) -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("30s", 30.0), ("5m", 300.0), ("1h30m", 5400.0), ("500ms", 0.5), ("5d", 432000.0), (90, 90.0),
-     ("2.5", 2.5)],
+    [
+        ("30s", 30.0),
+        ("5m", 300.0),
+        ("1h30m", 5400.0),
+        ("500ms", 0.5),
+        ("5d", 432000.0),
+        (90, 90.0),
+        ("2.5", 2.5),
+    ],
 )
 def test_durations(text: str | int, expected: float) -> None:
     assert parse_duration(text) == expected

@@ -1,0 +1,100 @@
+"""SMTP front door: header From/Sender checks, size limits with enhanced codes, connection caps."""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+from pathlib import Path
+
+import pytest
+
+from gateway.config import MIME_SUBMISSION_LIMIT
+from gateway.emulator import Emulator
+from tests.e2e.test_pipeline import MESSAGE
+from tests.support.gateway import make_config, run_gateway
+from tests.support.process import SmtpDialogue
+
+PRINTERS = [{"name": "printers", "networks": ["127.0.0.1"], "senders": ["scanner@contoso.com"]}]
+
+
+def with_from(value: str) -> bytes:
+    return MESSAGE.replace(b"From: Scanner <scanner@contoso.com>", b"From: " + value.encode())
+
+
+@pytest.mark.parametrize(
+    ("header", "accepted"),
+    [
+        ("Scanner <scanner@contoso.com>", True),
+        ("=?utf-8?q?Sc=C3=A4nner?= <SCANNER@Contoso.com>", True),
+        ("CEO <ceo@contoso.com>", False),  # spoofed display
+        ("scanner@contoso.com)<ceo@contoso.com>", False),  # CVE-2023-27043 shape
+        ("=?utf-8?q?scanner@contoso.com?= <ceo@contoso.com>", False),  # address in the name
+        ('"scanner@contoso.com" <ceo@contoso.com>', False),
+        ("Scanner <scanner@contoso.com>,\r\n CEO <ceo@contoso.com>", False),  # folded second
+    ],
+)
+async def test_header_from_must_be_an_allowed_sender(tmp_path: Path, emulator: Emulator,
+                                                     header: str, accepted: bool) -> None:
+    config = make_config(tmp_path, emulator, clients=PRINTERS)
+    async with run_gateway(config) as gateway:
+        def send() -> tuple[int, bytes]:
+            with smtplib.SMTP(*gateway.smtp_address, timeout=10) as client:
+                client.ehlo()
+                client.mail("scanner@contoso.com")
+                client.rcpt("alice@contoso.com")
+                return client.data(with_from(header))
+
+        code, text = await asyncio.to_thread(send)
+    assert (code == 250) is accepted, (code, text)
+    if not accepted:
+        assert code == 550 and text.startswith(b"5.7.1")
+
+
+async def test_sender_header_is_checked_too(tmp_path: Path, emulator: Emulator) -> None:
+    config = make_config(tmp_path, emulator, clients=PRINTERS)
+    message = MESSAGE.replace(b"Subject:", b"Sender: ceo@contoso.com\r\nSubject:")
+    async with run_gateway(config) as gateway:
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            await gateway.send("scanner@contoso.com", ["alice@contoso.com"], message)
+    assert refused.value.smtp_code == 550
+
+
+async def test_send_as_clients_may_use_any_header_from(tmp_path: Path, emulator: Emulator) -> None:
+    clients = [{**PRINTERS[0], "send_as": "scans@contoso.com"}]
+    config = make_config(tmp_path, emulator, clients=clients)
+    async with run_gateway(config) as gateway:
+        device = with_from("MFP <mfp@printer.local>")
+        assert await gateway.send("scanner@contoso.com", ["alice@contoso.com"], device) == {}
+        await gateway.delivered(1)
+
+
+async def test_size_is_what_graph_can_take_with_enhanced_codes(tmp_path: Path,
+                                                               emulator: Emulator) -> None:
+    async with run_gateway(make_config(tmp_path, emulator)) as gateway:
+        smtp = await SmtpDialogue.open(*gateway.smtp_address)
+        ehlo = await smtp.command("EHLO device")
+        assert f"250-SIZE {MIME_SUBMISSION_LIMIT}" in ehlo
+        declared = await smtp.command(f"MAIL FROM:<scanner@contoso.com> SIZE={MIME_SUBMISSION_LIMIT + 1}")
+        assert declared.startswith("552 5.3.4")
+        assert (await smtp.command("MAIL FROM:<scanner@contoso.com>")).startswith("250")
+        assert (await smtp.command("RCPT TO:<alice@contoso.com>")).startswith("250")
+        assert (await smtp.command("DATA")).startswith("354")
+        line = b"x" * 998 + b"\r\n"
+        await smtp.send_raw(MESSAGE + line * (MIME_SUBMISSION_LIMIT // len(line) + 10) + b".\r\n")
+        assert (await smtp.reply()).startswith("552 5.3.4")
+        await smtp.close()
+    assert emulator.delivered() == []
+
+
+async def test_connections_per_address_are_capped(tmp_path: Path, emulator: Emulator) -> None:
+    smtp = {"listeners": [{"name": "lan", "address": "127.0.0.1", "port": 0}],
+            "max_connections_per_ip": 3}
+    async with run_gateway(make_config(tmp_path, emulator, smtp=smtp)) as gateway:
+        held = [await SmtpDialogue.open(*gateway.smtp_address) for _ in range(3)]
+        reader, writer = await asyncio.open_connection(*gateway.smtp_address)
+        assert (await reader.readline()).startswith(b"421 4.7.0")
+        writer.close()
+        for dialogue in held:
+            await dialogue.close()
+        # Once they are gone, a new connection is welcome again.
+        assert await gateway.send("scanner@contoso.com", ["alice@contoso.com"], MESSAGE) == {}
