@@ -42,14 +42,15 @@ class Identity:
     name: str
     senders: tuple[str, ...]
     send_as: str = ""
+    recipients: tuple[str, ...] = ()  # () = any recipient
 
 
 def identity(client: Client | None, user: User | None) -> Identity:
     """The identity a session sends with: the authenticated user wins over its network."""
     if user is not None:
-        return Identity("user", user.username, user.senders, user.send_as)
+        return Identity("user", user.username, user.senders, user.send_as, user.recipients)
     if client is not None:
-        return Identity("client", client.name, client.senders, client.send_as)
+        return Identity("client", client.name, client.senders, client.send_as, client.recipients)
     return Identity("client", "unknown", ())
 
 
@@ -77,8 +78,10 @@ def check_sender(text: str, client: Client | Identity, router: Router) -> tuple[
     return address, route
 
 
-def check_recipient(text: str, accepted: int, max_recipients: int) -> Address:
-    """Validate one RCPT TO against syntax and the per-message recipient limit."""
+def check_recipient(
+    text: str, accepted: int, max_recipients: int, who: Identity | None = None
+) -> Address:
+    """Validate one RCPT TO: syntax, the per-message limit, the identity's allowed recipients."""
     if accepted >= max_recipients:
         raise PolicyError(
             replies.TOO_MANY_RECIPIENTS,
@@ -87,6 +90,11 @@ def check_recipient(text: str, accepted: int, max_recipients: int) -> Address:
     address = parse_mailbox(text)
     if address is None:
         raise PolicyError(replies.BAD_RECIPIENT_SYNTAX, "malformed recipient address")
+    if who is not None and who.recipients and not sender_matches(address, who.recipients):
+        raise PolicyError(
+            replies.RECIPIENT_NOT_ALLOWED,
+            f"{who.kind} {who.name!r} may not send to {address}; see its recipients list",
+        )
     return address
 
 

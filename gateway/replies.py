@@ -37,6 +37,7 @@ NO_TENANT_FOR_SENDER = Reply(550, "5.7.1", "Sender domain is not served by this 
 BAD_SENDER_SYNTAX = Reply(553, "5.1.7", "Sender address is not valid")
 BAD_RECIPIENT_SYNTAX = Reply(553, "5.1.3", "Recipient address is not valid")
 NULL_SENDER_NOT_ALLOWED = Reply(550, "5.7.1", "Null sender cannot be delivered through Graph")
+RECIPIENT_NOT_ALLOWED = Reply(550, "5.7.1", "Recipient not allowed for this client")
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
 BAD_CREDENTIALS = Reply(535, "5.7.8", "Authentication credentials invalid")
 AUTH_SYNTAX = Reply(501, "5.5.2", "Cannot decode the AUTH response")
@@ -44,6 +45,7 @@ AUTH_LOCKED_OUT = Reply(454, "4.7.0", "Too many failed logins from your address,
 AUTH_ENCRYPTION_REQUIRED = Reply(
     538, "5.7.11", "Encryption required for requested authentication mechanism"
 )
+NO_SMTPUTF8 = Reply(553, "5.6.7", "Non-ASCII addresses (SMTPUTF8) cannot be delivered; use ASCII")
 TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections, try again later")
 STARTTLS_FIRST = Reply(530, "5.7.0", "Must issue a STARTTLS command first")
 LINE_TOO_LONG = Reply(500, "5.5.2", "Line too long (more than 1000 bytes)")

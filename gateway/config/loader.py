@@ -293,7 +293,7 @@ def _read_senders(reader: Reader, node: Mapping[str, Any], path: str) -> tuple[s
 
 
 def _read_client(reader: Reader, value: object, path: str) -> Client | None:
-    node = reader.mapping(value, path, ("name", "networks", "senders", "send_as"))
+    node = reader.mapping(value, path, ("name", "networks", "senders", "send_as", "recipients"))
     if node is None:
         return None
     name = reader.required_string(node, "name", path, "give each client a name for the logs")
@@ -305,12 +305,20 @@ def _read_client(reader: Reader, value: object, path: str) -> Client | None:
             "at least one network is required",
             "e.g. networks: [192.168.10.0/24]",
         )
-    return Client(name, networks, _read_senders(reader, node, path), send_as)
+    return Client(
+        name,
+        networks,
+        _read_senders(reader, node, path),
+        send_as,
+        _read_recipients(reader, node, path),
+    )
 
 
 def _read_user(reader: Reader, value: object, path: str) -> User | None:
     node = reader.mapping(
-        value, path, ("username", "password_hash", "password_hash_file", "senders", "send_as")
+        value,
+        path,
+        ("username", "password_hash", "password_hash_file", "senders", "send_as", "recipients"),
     )
     if node is None:
         return None
@@ -325,7 +333,25 @@ def _read_user(reader: Reader, value: object, path: str) -> User | None:
     senders = _read_senders(reader, node, path)
     if password_hash is None:
         return None
-    return User(username, password_hash, senders, _read_mailbox(reader, node, "send_as", path))
+    return User(
+        username,
+        password_hash,
+        senders,
+        _read_mailbox(reader, node, "send_as", path),
+        _read_recipients(reader, node, path),
+    )
+
+
+def _read_recipients(reader: Reader, node: Mapping[str, Any], path: str) -> tuple[str, ...]:
+    patterns = reader.string_list(node, "recipients", path)
+    for index, pattern in enumerate(patterns):
+        if pattern != "*" and (pattern.count("@") != 1 or " " in pattern):
+            reader.issue(
+                join(join(path, "recipients"), index),
+                f"not a recipient pattern: {pattern!r}",
+                "use an address, *@domain or *",
+            )
+    return tuple(pattern.lower() for pattern in patterns)
 
 
 def _read_tenant(reader: Reader, value: object, path: str) -> Tenant | None:

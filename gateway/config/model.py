@@ -99,6 +99,7 @@ class Client:
     networks: tuple[IPNetwork, ...]
     senders: tuple[str, ...]
     send_as: str = ""  # deliver as this mailbox instead of the sender (a shared scanner mailbox)
+    recipients: tuple[str, ...] = ()  # allowed recipients (address, *@domain); () = anyone
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +110,7 @@ class User:
     password_hash: Secret
     senders: tuple[str, ...]
     send_as: str = ""
+    recipients: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -141,7 +141,12 @@ class Handler:
         """Check one recipient: syntax and the per-message limit."""
         limit = self._state().config.smtp.max_recipients
         try:
-            recipient = policy.check_recipient(address, len(envelope.rcpt_tos), limit)
+            recipient = policy.check_recipient(
+                address,
+                len(envelope.rcpt_tos),
+                limit,
+                policy.identity(session.client, session.user),
+            )
         except PolicyError as error:
             self._refused(session, "RCPT", error, sender=envelope.mail_from)
             return str(error.reply)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import smtplib
+import ssl
 from pathlib import Path
 
 import pytest
+import trustme
 
 from gateway.config import MIME_SUBMISSION_LIMIT
 from gateway.emulator import Emulator
@@ -98,3 +100,71 @@ async def test_connections_per_address_are_capped(tmp_path: Path, emulator: Emul
             await dialogue.close()
         # Once they are gone, a new connection is welcome again.
         assert await gateway.send("scanner@contoso.com", ["alice@contoso.com"], MESSAGE) == {}
+
+
+async def test_recipients_can_be_limited_per_client(tmp_path: Path, emulator: Emulator) -> None:
+    clients = [{**PRINTERS[0], "recipients": ["*@contoso.com"]}]
+    async with run_gateway(make_config(tmp_path, emulator, clients=clients)) as gateway:
+        refused = await gateway.send("scanner@contoso.com",
+                                     ["alice@contoso.com", "someone@gmail.example"], MESSAGE)
+        await gateway.delivered(1)
+    assert refused == {"someone@gmail.example": (550, b"5.7.1 Recipient not allowed for this client")}
+    assert emulator.delivered()[0].recipients["bcc"] == []
+
+
+async def test_smtputf8_is_refused_clearly(tmp_path: Path, emulator: Emulator) -> None:
+    async with run_gateway(make_config(tmp_path, emulator)) as gateway:
+        smtp = await SmtpDialogue.open(*gateway.smtp_address)
+        assert "SMTPUTF8" not in await smtp.command("EHLO device")
+        assert (await smtp.command("MAIL FROM:<scanner@contoso.com> SMTPUTF8")).startswith("553 5.6.7")
+        await smtp.send_raw("MAIL FROM:<jörg@contoso.com>\r\n".encode())
+        assert (await smtp.reply()).startswith("553 5.6.7")
+        await smtp.close()
+
+
+SMUGGLING = [b"\n.\n", b"\n.\r\n", b"\r.\r", b"\r\n.\r", b"\r\n.\n", b"\r.\r\n", b"\n.\r"]
+
+
+@pytest.mark.parametrize("ending", SMUGGLING, ids=[repr(e) for e in SMUGGLING])
+async def test_smuggling_never_splits_a_transaction(tmp_path: Path, emulator: Emulator,
+                                                    ending: bytes) -> None:
+    """Only CRLF.CRLF ends DATA: a fake end followed by a second transaction stays one message."""
+    async with run_gateway(make_config(tmp_path, emulator)) as gateway:
+        smtp = await SmtpDialogue.open(*gateway.smtp_address)
+        await smtp.command("EHLO attacker")
+        await smtp.command("MAIL FROM:<scanner@contoso.com>")
+        await smtp.command("RCPT TO:<alice@contoso.com>")
+        assert (await smtp.command("DATA")).startswith("354")
+        smuggled = (b"MAIL FROM:<scanner@contoso.com>\r\nRCPT TO:<victim@contoso.com>\r\nDATA\r\n"
+                    b"From: scanner@contoso.com\r\nTo: victim@contoso.com\r\n\r\nsmuggled\r\n")
+        await smtp.send_raw(MESSAGE + b"text" + ending + smuggled + b".\r\n")
+        assert (await smtp.reply()).startswith("250 2.0.0 queued as")
+        await smtp.command("QUIT")
+        await smtp.close()
+        await gateway.delivered(1)
+    [only] = emulator.delivered()
+    assert only.recipients["to"] == ["alice@contoso.com"]
+    assert all("victim" not in a for field in only.recipients.values() for a in field)
+
+
+async def test_commands_pipelined_before_starttls_are_discarded(tmp_path: Path,
+                                                                 emulator: Emulator) -> None:
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1")
+    leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "t.crt"))
+    leaf.private_key_pem.write_to_path(str(tmp_path / "t.key"))
+    smtp_settings = {"tls": {"cert_file": str(tmp_path / "t.crt"), "key_file": str(tmp_path / "t.key")},
+                     "listeners": [{"name": "lan", "address": "127.0.0.1", "port": 0,
+                                    "tls": "starttls"}]}
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    async with run_gateway(make_config(tmp_path, emulator, smtp=smtp_settings)) as gateway:
+        smtp = await SmtpDialogue.open(*gateway.smtp_address)
+        await smtp.command("EHLO injector")
+        await smtp.send_raw(b"STARTTLS\r\nMAIL FROM:<scanner@contoso.com>\r\n")
+        assert (await smtp.reply()).startswith("220")
+        await smtp.writer.start_tls(context, server_hostname="127.0.0.1")
+        # The injected MAIL was dropped: the first reply inside TLS answers our own NOOP, not
+        # the MAIL ("250 2.1.0 Sender OK") that was pipelined in clear text.
+        assert await smtp.command("NOOP") == "250 OK"
+        await smtp.close()
