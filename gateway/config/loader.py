@@ -219,6 +219,7 @@ def _read_listener(
         "min_version",
         "auth",
         "allow_cleartext_auth",
+        "proxy_protocol_from",
     )
     node = reader.mapping(value, path, keys)
     if node is None:
@@ -259,6 +260,13 @@ def _read_listener(
             "use tls: starttls or implicit, or allow_cleartext_auth: true for devices "
             "that cannot do TLS (their passwords then cross the network in clear)",
         )
+    proxies = reader.networks(node, "proxy_protocol_from", path)
+    if "proxy_protocol_from" in node and not proxies:
+        reader.issue(
+            join(path, "proxy_protocol_from"),
+            "at least one network is required",
+            "the addresses of the load balancers that send PROXY headers",
+        )
     return Listener(
         name,
         address,
@@ -268,6 +276,7 @@ def _read_listener(
         require_tls,
         auth,
         cleartext,
+        proxies,
     )
 
 

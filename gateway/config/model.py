@@ -69,6 +69,7 @@ class Listener:
     require_tls: bool = False
     auth: str = "off"  # off | optional | required (SMTP AUTH PLAIN and LOGIN)
     allow_cleartext_auth: bool = False  # offer AUTH without TLS (old devices; passwords in clear)
+    proxy_networks: tuple[IPNetwork, ...] = ()  # PROXY protocol v1/v2 from these balancers only
 
 
 @dataclass(frozen=True, slots=True)

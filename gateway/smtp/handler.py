@@ -235,6 +235,18 @@ class Handler:
         )
         self._count("connections", session.listener, "refused")
 
+    def proxy_refused(self, session: GatewaySession, reason: str) -> None:
+        """A connection on a PROXY-protocol listener was closed before the greeting."""
+        ip, _port = _peer(session)
+        log.warning(
+            "connection_refused",
+            session=session.session_id,
+            peer=ip,
+            listener=session.listener,
+            reason=f"PROXY protocol: {reason}",
+        )
+        self._count("connections", session.listener, "refused")
+
     def login_refusal(self, session: GatewaySession) -> Reply | None:
         """Before an AUTH exchange: is this address locked out after failed logins?"""
         ip, _port = _peer(session)

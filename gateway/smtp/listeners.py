@@ -96,6 +96,7 @@ class Listeners:
             self._handler,
             registry=self.registry,
             limits=(self._settings.max_connections, self._settings.max_connections_per_ip),
+            proxy_networks=listener.proxy_networks,
             listener=listener.name,
             hostname=self._settings.hostname or None,  # None: aiosmtpd uses the FQDN
             ident="smtp-graph-gateway",

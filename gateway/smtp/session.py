@@ -11,14 +11,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import ipaddress
 import secrets
 from typing import Any, AnyStr
 
+from aiosmtpd.proxy_protocol import get_proxy
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, Session
 
 from gateway import replies
 from gateway.config import Client, User
+from gateway.config.model import IPNetwork
 from gateway.routing import Route
+
+_PROXY_TIMEOUT = 10.0
 
 # aiosmtpd's built-in replies, as the gateway's named replies (enhanced codes, clear texts).
 _TRANSLATED = {
@@ -121,9 +126,11 @@ class GatewaySMTP(SMTP):
         registry: SessionRegistry,
         listener: str,
         limits: tuple[int, int] = (200, 20),
+        proxy_networks: tuple[IPNetwork, ...] = (),
         **kwargs: Any,
     ) -> None:
         self._limits = limits
+        self._proxy_networks = proxy_networks
         super().__init__(handler, **kwargs)
         self._registry = registry
         self._listener = listener
@@ -155,6 +162,10 @@ class GatewaySMTP(SMTP):
 
     async def _handle_client(self) -> None:
         assert self.session is not None
+        if self._proxy_networks and not await self._proxy_handshake():
+            if self.transport is not None:
+                self.transport.close()
+            return
         total, per_ip = self._limits
         peer = self.session.peer[0] if isinstance(self.session.peer, tuple) else ""
         if len(self._registry) > total or self._registry.count(peer) > per_ip:
@@ -170,6 +181,37 @@ class GatewaySMTP(SMTP):
                 self.transport.close()
             return
         await super()._handle_client()
+
+    async def _proxy_handshake(self) -> bool:
+        """Read the PROXY header (v1 or v2) a trusted balancer sends first; the real client's
+        address then stands in for the balancer's in policy and logs."""
+        assert self.session is not None
+        balancer = self.session.peer[0] if isinstance(self.session.peer, tuple) else ""
+        try:
+            address = ipaddress.ip_address(balancer)
+            trusted = any(
+                address in network
+                for network in self._proxy_networks
+                if network.version == address.version
+            )
+        except ValueError:
+            trusted = False
+        if not trusted:
+            self.event_handler.proxy_refused(self.session, "not a configured proxy network")
+            return False
+        try:
+            data = await asyncio.wait_for(get_proxy(self._reader), _PROXY_TIMEOUT)
+        except (TimeoutError, asyncio.IncompleteReadError):
+            self.event_handler.proxy_refused(self.session, "no PROXY header in time")
+            return False
+        if not data.valid:
+            self.event_handler.proxy_refused(self.session, data.error or "malformed PROXY header")
+            return False
+        if data.src_addr is not None:  # a LOCAL command (a health check) keeps the balancer's
+            real: Any = (str(data.src_addr), data.src_port or 0)
+            self.session.peer = real
+        self.session.proxy_data = data
+        return True
 
     def begin_drain(self) -> None:
         """Shutdown started: close now when idle, else after the current transaction."""

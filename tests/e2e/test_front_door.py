@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import smtplib
 import ssl
+import struct
 from pathlib import Path
 
 import pytest
@@ -168,3 +170,62 @@ async def test_commands_pipelined_before_starttls_are_discarded(tmp_path: Path,
         # the MAIL ("250 2.1.0 Sender OK") that was pipelined in clear text.
         assert await smtp.command("NOOP") == "250 OK"
         await smtp.close()
+
+
+def proxy_v2(source: str, port: int) -> bytes:
+    signature = b"\r\n\r\n\x00\r\nQUIT\n"
+    body = ipaddress.IPv4Address(source).packed + ipaddress.IPv4Address("127.0.0.1").packed
+    body += struct.pack("!HH", port, 25)
+    return signature + bytes([0x21, 0x11]) + struct.pack("!H", len(body)) + body
+
+
+async def closed_without_greeting(reader: asyncio.StreamReader) -> bool:
+    """The server hung up without a word (a reset counts: it had unread input)."""
+    try:
+        return await reader.read() == b""
+    except ConnectionResetError:
+        return True
+
+
+PROXIED = {"listeners": [{"name": "lan", "address": "127.0.0.1", "port": 0,
+                          "proxy_protocol_from": ["127.0.0.1"]}]}
+BEHIND = [{"name": "office", "networks": ["192.0.2.0/24"], "senders": ["*@contoso.com"]}]
+
+
+@pytest.mark.parametrize("header", [b"PROXY TCP4 192.0.2.10 127.0.0.1 40000 25\r\n",
+                                    proxy_v2("192.0.2.10", 40000)], ids=["v1", "v2"])
+async def test_proxy_protocol_uses_the_real_client_address(tmp_path: Path, emulator: Emulator,
+                                                           header: bytes) -> None:
+    config = make_config(tmp_path, emulator, smtp=PROXIED, clients=BEHIND)
+    async with run_gateway(config) as gateway:
+        reader, writer = await asyncio.open_connection(*gateway.smtp_address)
+        writer.write(header)
+        smtp = SmtpDialogue(reader, writer)
+        assert (await smtp.reply()).startswith("220")  # 127.0.0.1 itself is no client
+        for command in ("EHLO lb", "MAIL FROM:<scanner@contoso.com>", "RCPT TO:<a@contoso.com>"):
+            assert (await smtp.command(command))[0] == "2"
+        assert (await smtp.command("DATA")).startswith("354")
+        await smtp.send_raw(MESSAGE.replace(b"\r\n.", b"\r\n..") + b".\r\n")
+        assert (await smtp.reply()).startswith("250")
+        await smtp.close()
+        await gateway.delivered(1)
+
+
+async def test_proxy_protocol_policy_and_trust(tmp_path: Path, emulator: Emulator) -> None:
+    config = make_config(tmp_path, emulator, smtp=PROXIED, clients=BEHIND)
+    async with run_gateway(config) as gateway:
+        reader, writer = await asyncio.open_connection(*gateway.smtp_address)
+        writer.write(b"PROXY TCP4 198.51.100.7 127.0.0.1 40000 25\r\n")  # not an office address
+        assert (await reader.readline()).startswith(b"554 5.7.1")
+        writer.close()
+        reader, writer = await asyncio.open_connection(*gateway.smtp_address)
+        writer.write(b"EHLO no-proxy-header\r\n")  # a client talking past the balancer
+        assert await closed_without_greeting(reader)
+        writer.close()
+    untrusted = {"listeners": [{**PROXIED["listeners"][0], "proxy_protocol_from": ["10.9.9.0/24"]}]}
+    config = make_config(tmp_path, emulator, smtp=untrusted, clients=BEHIND)
+    async with run_gateway(config) as gateway:
+        reader, writer = await asyncio.open_connection(*gateway.smtp_address)
+        writer.write(b"PROXY TCP4 192.0.2.10 127.0.0.1 40000 25\r\n")
+        assert await closed_without_greeting(reader)  # 127.0.0.1 may not send PROXY headers
+        writer.close()
