@@ -22,6 +22,7 @@ from gateway import replies
 from gateway.config import Client, User
 from gateway.config.model import IPNetwork
 from gateway.routing import Route
+from gateway.smtp.data import read_data
 
 _PROXY_TIMEOUT = 10.0
 
@@ -285,10 +286,28 @@ class GatewaySMTP(SMTP):
         await super().smtp_MAIL(arg)
 
     async def smtp_DATA(self, arg: str) -> None:
-        """DATA; a transaction in progress when a drain began finishes, then the session ends."""
+        """DATA, read in large chunks (see `data.read_data`); a transaction in progress when a
+        drain began finishes, then the session ends."""
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 5.5.1 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 5.5.4 Syntax: DATA")
+            return
         self._in_data = True
         try:
-            await super().smtp_DATA(arg)
+            await self.push("354 End data with <CR><LF>.<CR><LF>")
+            content, _received = await read_data(self._reader, self.data_size_limit or 2**31)
+            if content is None:
+                status = str(replies.MESSAGE_TOO_BIG)
+            else:
+                self.envelope.content = self.envelope.original_content = content
+                status = await self._call_handler_hook("DATA")
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            await self.push(status)
         finally:
             self._in_data = False
         if self._draining:

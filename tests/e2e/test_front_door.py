@@ -229,3 +229,24 @@ async def test_proxy_protocol_policy_and_trust(tmp_path: Path, emulator: Emulato
         writer.write(b"PROXY TCP4 192.0.2.10 127.0.0.1 40000 25\r\n")
         assert await closed_without_greeting(reader)  # 127.0.0.1 may not send PROXY headers
         writer.close()
+
+
+async def test_scanner_with_bare_lf_and_long_lines_is_delivered(tmp_path: Path,
+                                                                emulator: Emulator) -> None:
+    """Old devices end lines with LF and put whole PDFs on one line: accepted, sent as CRLF."""
+    body = b"%PDF-1.4 " + b"Q" * 20_000
+    raw = MESSAGE.replace(b"\r\n", b"\n").replace(b"Your scan is attached.", body)
+    async with run_gateway(make_config(tmp_path, emulator)) as gateway:
+        smtp = await SmtpDialogue.open(*gateway.smtp_address)
+        for command in ("EHLO mfp", "MAIL FROM:<scanner@contoso.com>", "RCPT TO:<a@contoso.com>"):
+            assert (await smtp.command(command))[0] == "2"
+        assert (await smtp.command("DATA")).startswith("354")
+        await smtp.send_raw(raw.replace(b"\n.", b"\n..") + b"\r\n.\r\nQUIT\r\n")  # pipelined QUIT
+        assert (await smtp.reply()).startswith("250 2.0.0 queued as")
+        assert (await smtp.reply()).startswith("221")
+        await smtp.close()
+        await gateway.delivered(1)
+    delivered = emulator.delivered()[0].mime
+    assert body in delivered
+    assert b"\r\n.A line that starts with a dot\r\n" in delivered  # unstuffed once
+    assert b"\n" not in delivered.replace(b"\r\n", b"")  # every line ends with CRLF

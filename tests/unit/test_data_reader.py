@@ -1,0 +1,67 @@
+"""The chunked DATA reader: only CRLF.CRLF ends data; dot-stuffing removed; bare LF normalised."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.smtp.data import read_data, unstuff_and_normalize
+
+
+def stuffed(message: bytes) -> bytes:
+    """What a client sends for `message` (CRLF lines): dots doubled at line starts, then .CRLF."""
+    lines = message.split(b"\r\n")
+    return b"\r\n".join(b"." + line if line.startswith(b".") else line for line in lines) + b".\r\n"
+
+
+async def feed(data: bytes, limit: int = 10_000_000, chunks: int = 7) -> tuple[bytes | None, bytes]:
+    reader = asyncio.StreamReader(limit=1001)
+    step = max(1, len(data) // chunks)
+    for start in range(0, len(data), step):
+        reader.feed_data(data[start : start + step])
+    reader.feed_eof()
+    content, _ = await read_data(reader, limit)
+    return content, await reader.read()
+
+
+lines = st.lists(st.from_regex(rb"[.a-z ]{0,20}", fullmatch=True), min_size=1, max_size=20)
+
+
+@given(lines)
+def test_what_a_client_stuffs_comes_back_unchanged(parts: list[bytes]) -> None:
+    message = b"\r\n".join(parts) + b"\r\n"
+    content, rest = asyncio.run(feed(stuffed(message) + b"QUIT\r\n"))
+    assert content == message
+    assert rest == b"QUIT\r\n"  # pipelined commands stay in the stream
+
+
+async def test_empty_message_and_a_lone_dot_line() -> None:
+    assert await feed(b".\r\n") == (b"", b"")
+    assert (await feed(b"a\r\n..\r\nb\r\n.\r\n"))[0] == b"a\r\n.\r\nb\r\n"
+
+
+async def test_bare_lf_scan_with_long_lines_is_accepted_and_normalised() -> None:
+    pdf_line = b"%PDF-1.7 " + b"x" * 50_000
+    content, _ = await feed(b"Subject: scan\n\n" + pdf_line + b"\nend\r\n.\r\n")
+    assert content == b"Subject: scan\r\n\r\n" + pdf_line + b"\r\nend\r\n"
+
+
+@pytest.mark.parametrize("fake", [b"\n.\n", b"\r.\r", b"\n.\r\n", b"\r\n.\n", b"\r.\r\n"])
+async def test_only_crlf_dot_crlf_ends_data(fake: bytes) -> None:
+    content, rest = await feed(b"one" + fake + b"MAIL FROM:<x@y.z>\r\n.\r\nNOOP\r\n")
+    assert content is not None and b"MAIL FROM:<x@y.z>" in content
+    assert rest == b"NOOP\r\n"
+
+
+async def test_oversized_message_is_dropped_but_the_session_goes_on() -> None:
+    content, rest = await feed(b"y" * 500_000 + b"\r\n.\r\nRSET\r\n", limit=100_000, chunks=50)
+    assert content is None
+    assert rest == b"RSET\r\n"
+
+
+def test_normalise_leaves_crlf_messages_alone() -> None:
+    message = b"A: b\r\n\r\nbody\rwith bare CR\r\n"
+    assert unstuff_and_normalize(message) == message
