@@ -7,6 +7,7 @@ carrying the SMTP reply. No sockets, no clocks.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 
 from gateway import replies
@@ -127,3 +128,21 @@ def check_header_senders(header_section: bytes, who: Identity) -> None:
                     f"header {name.title()} {text} is not among {who.kind} {who.name!r}'s "
                     "senders; add it, or give the client a send_as mailbox",
                 )
+
+
+_MULTIPART = re.compile(rb"(?im)^content-type:[ \t]*multipart/")
+
+
+def check_structure(header_section: bytes, raw: bytes, *, max_header: int, max_parts: int) -> None:
+    """Refuse a header section over `max_header` bytes or more than `max_parts` multipart
+    containers (a bound on MIME nesting that needs no full parse)."""
+    if len(header_section) > max_header:
+        raise PolicyError(
+            replies.HEADER_TOO_BIG,
+            f"header section is {len(header_section)} bytes (smtp.max_header_size)",
+        )
+    parts = len(_MULTIPART.findall(raw))
+    if parts > max_parts:
+        raise PolicyError(
+            replies.MIME_TOO_COMPLEX, f"{parts} multipart containers (smtp.max_multipart_parts)"
+        )

@@ -171,6 +171,9 @@ def _read_smtp(reader: Reader, value: object, tls_default: TlsFiles | None) -> S
         "command_timeout",
         "max_connections",
         "max_connections_per_ip",
+        "refuse_unknown_at",
+        "max_header_size",
+        "max_multipart_parts",
     )
     node = reader.mapping(value, "smtp", keys) or {}
     listeners = []
@@ -202,6 +205,11 @@ def _read_smtp(reader: Reader, value: object, tls_default: TlsFiles | None) -> S
         max_connections_per_ip=reader.integer(
             node, "max_connections_per_ip", "smtp", 20, minimum=1
         ),
+        refuse_unknown_at=reader.choice(
+            node, "refuse_unknown_at", "smtp", ("connect", "mail"), "connect"
+        ),
+        max_header_size=reader.size(node, "max_header_size", "smtp", 256 * 1024, minimum=1024),
+        max_multipart_parts=reader.integer(node, "max_multipart_parts", "smtp", 100, minimum=1),
     )
 
 

@@ -83,6 +83,9 @@ class SmtpSettings:
     command_timeout: float = 300.0
     max_connections: int = 200
     max_connections_per_ip: int = 20
+    refuse_unknown_at: str = "connect"  # connect (554 5.7.1) | mail (550 5.7.1 at MAIL FROM)
+    max_header_size: int = 256 * 1024  # Exchange Online's total header limit
+    max_multipart_parts: int = 100  # multipart containers per message (Postfix's nesting limit)
 
     @property
     def deliverable_size(self) -> int:

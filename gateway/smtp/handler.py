@@ -30,6 +30,7 @@ from gateway.smtp.session import GatewaySession
 from gateway.spool import Spool
 
 log = structlog.get_logger("gateway.smtp")
+UNLISTED = Client(name="unlisted-network", networks=(), senders=())
 # Checked against when the user does not exist, so a wrong name costs as long as a wrong password.
 _UNKNOWN_USER_HASH = hash_password("no such user")
 
@@ -76,10 +77,12 @@ class Handler:
         ip, port = _peer(session)
         config = self._state().config
         client = policy.client_for(ip, config.clients)
-        if client is None and self._listener_auth(session) != "off":
-            # A listener offering AUTH admits any address: without a login it may send as
-            # nobody (550 5.7.1 at MAIL), with one as the user's senders.
-            client = Client(name="unlisted-network", networks=(), senders=())
+        if client is None and (
+            self._listener_auth(session) != "off" or config.smtp.refuse_unknown_at == "mail"
+        ):
+            # Admitted, but without a login it may send as nobody (550 5.7.1 at MAIL): a
+            # listener offering AUTH, or smtp.refuse_unknown_at: mail.
+            client = UNLISTED
         if client is None:
             log.warning(
                 "connection_refused",
@@ -113,6 +116,13 @@ class Handler:
         """Check the envelope sender: syntax, allowed for this client, routed to a tenant."""
         assert session.client is not None
         state = self._state()
+        if session.client is UNLISTED and session.user is None:
+            error = PolicyError(
+                replies.CLIENT_NOT_ALLOWED_AT_MAIL,
+                "address is in no client's networks; add it to clients",
+            )
+            self._refused(session, "MAIL", error, sender=address)
+            return str(error.reply)
         shortage = self._capacity()
         if shortage is not None:
             error = PolicyError(replies.SPOOL_UNAVAILABLE, f"{shortage}; new mail is refused")
@@ -159,6 +169,17 @@ class Handler:
         assert session.client is not None
         ip, _port = _peer(session)
         content: bytes = envelope.original_content
+        smtp = self._state().config.smtp
+        try:
+            policy.check_structure(
+                split_message(content)[0],
+                content,
+                max_header=smtp.max_header_size,
+                max_parts=smtp.max_multipart_parts,
+            )
+        except PolicyError as error:
+            self._refused(session, "DATA", error, sender=envelope.mail_from)
+            return str(error.reply)
         rewritten = session.route is not None and session.route.rewrite_from
         if not rewritten:  # a From the gateway replaces anyway need not be allowed
             try:

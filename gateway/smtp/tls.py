@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+import warnings
 
 from gateway.config import TlsFiles
 from gateway.errors import ConfigError, ConfigIssue
@@ -18,10 +19,15 @@ _VERSIONS = {
 def server_context(files: TlsFiles, where: str) -> ssl.SSLContext:
     """A TLS server context; `ConfigError` naming `where` if the files cannot be used."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = _VERSIONS[files.min_version]
     if files.min_version in ("tlsv1", "tlsv1.1"):
-        # Old printers: OpenSSL's default security level refuses TLS < 1.2 ciphersuites.
+        # Old printers, opted in per listener (and logged at start): Python deprecates these
+        # versions and OpenSSL's default security level refuses their ciphersuites.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            context.minimum_version = _VERSIONS[files.min_version]
         context.set_ciphers("DEFAULT:@SECLEVEL=0")
+    else:
+        context.minimum_version = _VERSIONS[files.min_version]
     try:
         context.load_cert_chain(str(files.cert_file), str(files.key_file))
     except (OSError, ssl.SSLError) as error:

@@ -7,6 +7,7 @@ import ipaddress
 import smtplib
 import ssl
 import struct
+import warnings
 from pathlib import Path
 
 import pytest
@@ -250,3 +251,92 @@ async def test_scanner_with_bare_lf_and_long_lines_is_delivered(tmp_path: Path,
     assert body in delivered
     assert b"\r\n.A line that starts with a dot\r\n" in delivered  # unstuffed once
     assert b"\n" not in delivered.replace(b"\r\n", b"")  # every line ends with CRLF
+
+
+async def test_unknown_clients_can_be_refused_at_mail_instead(tmp_path: Path,
+                                                              emulator: Emulator) -> None:
+    smtp = {"listeners": [{"name": "lan", "address": "127.0.0.1", "port": 0}],
+            "refuse_unknown_at": "mail"}
+    config = make_config(tmp_path, emulator, smtp=smtp, clients=BEHIND)
+    async with run_gateway(config) as gateway:
+        dialogue = await SmtpDialogue.open(*gateway.smtp_address)  # greeted, not refused
+        await dialogue.command("EHLO unknown")
+        refused = await dialogue.command("MAIL FROM:<scanner@contoso.com>")
+        assert refused == "550 5.7.1 Client host not allowed to use this relay"
+        await dialogue.close()
+
+
+@pytest.mark.parametrize(
+    ("message", "reply"),
+    [
+        (b"X-Big: " + b"a" * 300_000 + b"\r\n" + MESSAGE, "552 5.3.4"),
+        (b"".join(b"Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n" % (n, n)
+                  for n in range(101)) + b"x\r\n", "554 5.6.0"),
+    ],
+    ids=["header", "nesting"],
+)
+async def test_header_and_mime_limits(tmp_path: Path, emulator: Emulator, message: bytes,
+                                      reply: str) -> None:
+    message = b"From: scanner@contoso.com\r\n" + message if not message.startswith(b"X-") else message
+    async with run_gateway(make_config(tmp_path, emulator)) as gateway:
+        smtp = await SmtpDialogue.open(*gateway.smtp_address)
+        for command in ("EHLO d", "MAIL FROM:<scanner@contoso.com>", "RCPT TO:<a@contoso.com>",
+                        "DATA"):
+            await smtp.command(command)
+        await smtp.send_raw(message + b".\r\n")
+        assert (await smtp.reply()).startswith(reply)
+        await smtp.close()
+    assert emulator.delivered() == []
+
+
+async def test_a_flood_of_slow_clients_does_not_starve_a_normal_one(tmp_path: Path,
+                                                                    emulator: Emulator) -> None:
+    async with run_gateway(make_config(tmp_path, emulator)) as gateway:
+        host, port = gateway.smtp_address
+        slow = []
+        refused = 0
+        for _ in range(40):  # from another loopback address: 20 held, 20 turned away
+            reader, writer = await asyncio.open_connection(host, port, local_addr=("127.0.0.2", 0))
+            greeting = await asyncio.wait_for(reader.readline(), 10)
+            refused += greeting.startswith(b"421 4.7.0")
+            writer.write(b"EHL")  # and never finish the command
+            slow.append((reader, writer))
+        assert refused == 20
+        async with asyncio.timeout(5):
+            assert await gateway.send("scanner@contoso.com", ["a@contoso.com"], MESSAGE) == {}
+        for _reader, writer in slow:
+            writer.close()
+        await gateway.delivered(1)
+
+
+async def test_old_tls_device_on_an_opted_in_listener(tmp_path: Path, emulator: Emulator) -> None:
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1")
+    leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "t.crt"))
+    leaf.private_key_pem.write_to_path(str(tmp_path / "t.key"))
+    smtp = {"tls": {"cert_file": str(tmp_path / "t.crt"), "key_file": str(tmp_path / "t.key"),
+                    "min_version": "tlsv1"},
+            "listeners": [{"name": "old", "address": "127.0.0.1", "port": 0, "tls": "starttls"}]}
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            client.minimum_version = client.maximum_version = ssl.TLSVersion.TLSv1
+        client.set_ciphers("DEFAULT:@SECLEVEL=0")
+    except (ValueError, ssl.SSLError):
+        pytest.skip("this OpenSSL cannot speak TLS 1.0")
+    async with run_gateway(make_config(tmp_path, emulator, smtp=smtp)) as gateway:
+        def old_printer() -> str:
+            with smtplib.SMTP(*gateway.smtp_address, timeout=10) as device:
+                device.starttls(context=client)
+                version = device.sock.version()
+                device.sendmail("scanner@contoso.com", ["a@contoso.com"], MESSAGE)
+                return version
+
+        try:
+            version = await asyncio.to_thread(old_printer)
+        except ssl.SSLError as error:
+            pytest.skip(f"TLS 1.0 is disabled in this OpenSSL build: {error.reason}")
+        await gateway.delivered(1)
+    assert version == "TLSv1"
