@@ -99,7 +99,7 @@ class Gateway:
                 settings=self.config.delivery,
                 hostname=self.config.smtp.hostname or socket.getfqdn(),
                 executor=self._delivery_io,
-                identity_send_as=self._identity_send_as,
+                identity=self._identity,
             )
             self.engine.observers.append(self.status.delivery_event)
             now = time.time()
@@ -138,17 +138,16 @@ class Gateway:
             tenants=[tenant.name for tenant in self.config.tenants],
         )
 
-    def _identity_send_as(self, envelope: Envelope) -> str:
-        """The `send_as` of the user or client (by name, in the current config) that sent it."""
-        if envelope.user:
-            for user in self._state.config.users:
-                if user.username == envelope.user:
-                    return user.send_as
-            return ""
-        for client in self._state.config.clients:
-            if client.name == envelope.client:
-                return client.send_as
-        return ""
+    def _identity(self, envelope: Envelope) -> tuple[str, bool]:
+        """(send_as, reply_to_sender) of the user or client (by name, in the current config)
+        that sent a message."""
+        config = self._state.config
+        found = (
+            next((u for u in config.users if u.username == envelope.user), None)
+            if envelope.user
+            else next((c for c in config.clients if c.name == envelope.client), None)
+        )
+        return (found.send_as, found.reply_to_sender) if found else ("", True)
 
     def _queue_admin(self, engine: DeliveryEngine) -> QueueAdmin:
         """Queue commands run in a thread; they tell the engine through the event loop."""

@@ -23,6 +23,7 @@ class Route:
     tenant: Tenant
     mailbox: str
     rewrite_from: bool = False  # the header From becomes `mailbox` (keeping the display name)
+    reply_to_sender: bool = True  # and the original From goes to Reply-To
 
 
 class Router:
@@ -63,7 +64,9 @@ class Router:
         tenants = self.tenants_for(Address("x", domain))
         return tenants[0] if tenants else None
 
-    def routes(self, sender: Address, send_as: str = "") -> list[Route]:
+    def routes(
+        self, sender: Address, send_as: str = "", *, reply_to_sender: bool = True
+    ) -> list[Route]:
         """Every route for an envelope sender, first choice first (empty: refuse it)."""
         found = []
         for tenant in self.tenants_for(sender):
@@ -71,7 +74,7 @@ class Router:
                 send_as or self._send_as.get(sender.domain.lower()) or tenant.send_as or str(sender)
             )
             rewrite = mailbox.lower() != str(sender).lower() and not tenant.keep_from
-            found.append(Route(tenant=tenant, mailbox=mailbox, rewrite_from=rewrite))
+            found.append(Route(tenant, mailbox, rewrite, reply_to_sender))
         return found
 
     def route(self, sender: Address, send_as: str = "") -> Route | None:

@@ -310,7 +310,9 @@ def _read_senders(reader: Reader, node: Mapping[str, Any], path: str) -> tuple[s
 
 
 def _read_client(reader: Reader, value: object, path: str) -> Client | None:
-    node = reader.mapping(value, path, ("name", "networks", "senders", "send_as", "recipients"))
+    node = reader.mapping(
+        value, path, ("name", "networks", "senders", "send_as", "recipients", "reply_to_sender")
+    )
     if node is None:
         return None
     name = reader.required_string(node, "name", path, "give each client a name for the logs")
@@ -328,6 +330,7 @@ def _read_client(reader: Reader, value: object, path: str) -> Client | None:
         _read_senders(reader, node, path),
         send_as,
         _read_recipients(reader, node, path),
+        reader.boolean(node, "reply_to_sender", path, True),
     )
 
 
@@ -335,7 +338,15 @@ def _read_user(reader: Reader, value: object, path: str) -> User | None:
     node = reader.mapping(
         value,
         path,
-        ("username", "password_hash", "password_hash_file", "senders", "send_as", "recipients"),
+        (
+            "username",
+            "password_hash",
+            "password_hash_file",
+            "senders",
+            "send_as",
+            "recipients",
+            "reply_to_sender",
+        ),
     )
     if node is None:
         return None
@@ -356,6 +367,7 @@ def _read_user(reader: Reader, value: object, path: str) -> User | None:
         senders,
         _read_mailbox(reader, node, "send_as", path),
         _read_recipients(reader, node, path),
+        reader.boolean(node, "reply_to_sender", path, True),
     )
 
 

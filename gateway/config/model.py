@@ -104,6 +104,7 @@ class Client:
     senders: tuple[str, ...]
     send_as: str = ""  # deliver as this mailbox instead of the sender (a shared scanner mailbox)
     recipients: tuple[str, ...] = ()  # allowed recipients (address, *@domain); () = anyone
+    reply_to_sender: bool = True  # with send_as: put the device's own From in Reply-To
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +116,7 @@ class User:
     senders: tuple[str, ...]
     send_as: str = ""
     recipients: tuple[str, ...] = ()
+    reply_to_sender: bool = True
 
 
 @dataclass(frozen=True)

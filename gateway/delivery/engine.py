@@ -86,10 +86,10 @@ class DeliveryEngine:
         hostname: str = "",
         rng: random.Random | None = None,
         executor: Executor | None = None,
-        identity_send_as: Callable[[Envelope], str] = lambda _envelope: "",
+        identity: Callable[[Envelope], tuple[str, bool]] = lambda _envelope: ("", True),
     ) -> None:
         self._executor = executor
-        self._identity_send_as = identity_send_as
+        self._identity = identity
         self._spool = spool
         self._router = router
         self._tokens = tokens
@@ -208,7 +208,7 @@ class DeliveryEngine:
                 return ""  # lease() moves it to corrupt/ and logs it
             if envelope is None:
                 return None
-            route = route_for(envelope, self._router(), self._identity_send_as(envelope))
+            route = route_for(envelope, self._router(), self._identity(envelope)[0])
             mailbox = self._mailboxes[queue_id] = route.mailbox.lower() if route else ""
         return mailbox
 
@@ -268,7 +268,9 @@ class DeliveryEngine:
             self._tenants[queued.queue_id] = route.tenant.name
             message = prepared.message
             if route.rewrite_from:
-                message = rewrite_from(message, route.mailbox)
+                message = rewrite_from(
+                    message, route.mailbox, reply_to_sender=route.reply_to_sender
+                )
             try:
                 answer, outcome = await self._send(route, message)
             except TokenError as error:
@@ -307,7 +309,10 @@ class DeliveryEngine:
             route = self._router().route(address) if address else None
             return [Route(route.tenant, envelope.send_as)] if route else []
         sender = parse_mailbox(envelope.mail_from)
-        return self._router().routes(sender, self._identity_send_as(envelope)) if sender else []
+        if sender is None:
+            return []
+        send_as, reply_to = self._identity(envelope)
+        return self._router().routes(sender, send_as, reply_to_sender=reply_to)
 
     async def _send(self, route: Route, message: bytes) -> tuple[GraphAnswer, Outcome]:
         """One Graph request (and one more after a 401 with a fresh token)."""

@@ -22,8 +22,9 @@ def _display_name(value: str) -> str:
     return str(addresses[0].display_name) if addresses else ""
 
 
-def rewrite_from(raw: bytes, mailbox: str) -> bytes:
-    """`raw` with From set to `mailbox` (same display name) and Reply-To set to the old From."""
+def rewrite_from(raw: bytes, mailbox: str, *, reply_to_sender: bool = True) -> bytes:
+    """`raw` with From set to `mailbox` (same display name) and, unless told not to or the
+    message has one, Reply-To set to the old From."""
     header_section, rest = split_message(raw)
     newline = line_ending(raw)
     found = dict(header_values(header_section, {"from", "reply-to"}))
@@ -34,7 +35,7 @@ def rewrite_from(raw: bytes, mailbox: str) -> bytes:
     policy = SMTP.clone(linesep=newline.decode())
     # Folding through the header registry RFC 2047-encodes a non-ASCII display name.
     added = default.header_factory("From", str(new_from)).fold(policy=policy).encode("ascii")
-    if original and "reply-to" not in found:
+    if reply_to_sender and original and "reply-to" not in found:
         added += policy.fold("Reply-To", original).encode("utf-8", "surrogateescape")
     result: bytes = added + remove_headers(header_section, {"from"}) + rest
     return result

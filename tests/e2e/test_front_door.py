@@ -340,3 +340,43 @@ async def test_old_tls_device_on_an_opted_in_listener(tmp_path: Path, emulator: 
             pytest.skip(f"TLS 1.0 is disabled in this OpenSSL build: {error.reason}")
         await gateway.delivered(1)
     assert version == "TLSv1"
+
+
+async def test_send_as_without_reply_to(tmp_path: Path, emulator: Emulator) -> None:
+    clients = [{**PRINTERS[0], "send_as": "scans@contoso.com", "reply_to_sender": False}]
+    async with run_gateway(make_config(tmp_path, emulator, clients=clients)) as gateway:
+        device = with_from("MFP <mfp@printer.local>")
+        assert await gateway.send("scanner@contoso.com", ["alice@contoso.com"], device) == {}
+        await gateway.delivered(1)
+    delivered = emulator.delivered()[0].mime
+    assert b"From: MFP <scans@contoso.com>" in delivered
+    assert b"Reply-To:" not in delivered
+
+
+async def test_ipv6_listener(tmp_path: Path, emulator: Emulator) -> None:
+    smtp = {"listeners": [{"name": "v6", "address": "::1", "port": 0}]}
+    async with run_gateway(make_config(tmp_path, emulator, smtp=smtp)) as gateway:
+        host, port = gateway.smtp_address
+        assert host == "::1"
+        dialogue = await SmtpDialogue.open(host, port)
+        ehlo = await dialogue.command("EHLO v6-device")
+        assert "250-8BITMIME" in ehlo and "SMTPUTF8" not in ehlo
+        for command in ("MAIL FROM:<scanner@contoso.com>", "RCPT TO:<a@contoso.com>"):
+            assert (await dialogue.command(command))[0] == "2"
+        assert (await dialogue.command("DATA")).startswith("354")
+        await dialogue.send_raw(MESSAGE.replace(b"\r\n.", b"\r\n..") + b".\r\n")
+        assert (await dialogue.reply()).startswith("250")
+        await dialogue.close()
+        await gateway.delivered(1)
+
+
+async def test_too_many_recipients_over_the_wire(tmp_path: Path, emulator: Emulator) -> None:
+    smtp = {"listeners": [{"name": "lan", "address": "127.0.0.1", "port": 0}],
+            "max_recipients": 3}
+    async with run_gateway(make_config(tmp_path, emulator, smtp=smtp)) as gateway:
+        recipients = [f"r{n}@contoso.com" for n in range(5)]
+        refused = await gateway.send("scanner@contoso.com", recipients, MESSAGE)
+        await gateway.delivered(1)
+    assert refused == dict.fromkeys(recipients[3:], (452, b"4.5.3 Too many recipients"))
+    addressed = emulator.delivered()[0].recipients
+    assert sorted(addressed["bcc"]) == recipients[:3]
