@@ -42,9 +42,6 @@ TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
 BAD_CREDENTIALS = Reply(535, "5.7.8", "Authentication credentials invalid")
 AUTH_SYNTAX = Reply(501, "5.5.2", "Cannot decode the AUTH response")
 AUTH_LOCKED_OUT = Reply(454, "4.7.0", "Too many failed logins from your address, try again later")
-AUTH_ENCRYPTION_REQUIRED = Reply(
-    538, "5.7.11", "Encryption required for requested authentication mechanism"
-)
 NO_SMTPUTF8 = Reply(553, "5.6.7", "Non-ASCII addresses (SMTPUTF8) cannot be delivered; use ASCII")
 TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections, try again later")
 STARTTLS_FIRST = Reply(530, "5.7.0", "Must issue a STARTTLS command first")
