@@ -45,7 +45,6 @@ AUTH_LOCKED_OUT = Reply(454, "4.7.0", "Too many failed logins from your address,
 NO_SMTPUTF8 = Reply(553, "5.6.7", "Non-ASCII addresses (SMTPUTF8) cannot be delivered; use ASCII")
 TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections, try again later")
 STARTTLS_FIRST = Reply(530, "5.7.0", "Must issue a STARTTLS command first")
-LINE_TOO_LONG = Reply(500, "5.5.2", "Line too long (more than 1000 bytes)")
 HEADER_TOO_BIG = Reply(552, "5.3.4", "Message header section too large")
 MIME_TOO_COMPLEX = Reply(554, "5.6.0", "MIME structure nested too deeply")
 MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds the fixed limit")

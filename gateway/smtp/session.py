@@ -31,7 +31,6 @@ _TRANSLATED = {
     "552 Error: message size exceeds fixed maximum message size": str(replies.MESSAGE_TOO_BIG),
     "552 Error: Too much mail data": str(replies.MESSAGE_TOO_BIG),
     "530 Must issue a STARTTLS command first": str(replies.STARTTLS_FIRST),
-    "500 Line too long (see RFC5321 4.5.3.1.6)": str(replies.LINE_TOO_LONG),
     "501 Error: SMTPUTF8 disabled": str(replies.NO_SMTPUTF8),
     "500 Error: strict ASCII mode": str(replies.NO_SMTPUTF8),
 }
