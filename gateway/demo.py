@@ -27,6 +27,7 @@ def demo_config(state_dir: Path, *, smtp_port: int, emulator: Emulator) -> dict[
         "smtp": {
             "hostname": "localhost",
             "listeners": [{"name": "demo", "address": "127.0.0.1", "port": smtp_port}],
+            "max_message_size": "3MB",  # what one Graph MIME request carries
         },
         "clients": [
             {
