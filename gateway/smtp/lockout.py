@@ -10,6 +10,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+_MAX_TRACKED = 10_000
+
 
 class FailureLimiter:
     """Counts AUTH failures per client address."""
@@ -42,6 +44,12 @@ class FailureLimiter:
     def failed(self, address: str) -> bool:
         """Count one failure; True when this failure locks the address out."""
         now = self._clock()
+        if len(self._failures) > _MAX_TRACKED:  # many addresses (IPv6 spraying): forget stale ones
+            self._failures = {
+                key: times
+                for key, times in self._failures.items()
+                if times[-1] >= now - self._window
+            }
         recent = self._failures.setdefault(address, deque())
         recent.append(now)
         while recent and recent[0] < now - self._window:
