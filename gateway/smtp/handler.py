@@ -206,12 +206,7 @@ class Handler:
         except SpoolError as error:
             log.error(
                 "transaction",
-                session=session.session_id,
-                client=session.client.name,
-                peer=ip,
-                sender=envelope.mail_from,
-                recipients=len(envelope.rcpt_tos),
-                size=len(content),
+                **self._transaction(session, envelope, content),
                 result="deferred",
                 reply=replies.SPOOL_UNAVAILABLE.code,
                 reason=error.args[0],
@@ -221,12 +216,7 @@ class Handler:
         self._on_queued(queue_id, 0.0, session.route.mailbox if session.route else "")
         log.info(
             "transaction",
-            session=session.session_id,
-            client=session.client.name,
-            peer=ip,
-            sender=envelope.mail_from,
-            recipients=len(envelope.rcpt_tos),
-            size=len(content),
+            **self._transaction(session, envelope, content),
             result="queued",
             queue_id=queue_id,
             tenant=session.route.tenant.name if session.route else None,
@@ -307,6 +297,19 @@ class Handler:
             locked_out=locked,
         )
         return False
+
+    @staticmethod
+    def _transaction(session: GatewaySession, envelope: Any, content: bytes) -> dict[str, Any]:
+        """The fields of the one log line per SMTP transaction."""
+        return {
+            "session": session.session_id,
+            "client": session.client.name if session.client else None,
+            "user": session.user.username if session.user else None,
+            "peer": _peer(session)[0],
+            "sender": envelope.mail_from,
+            "recipients": len(envelope.rcpt_tos),
+            "size": len(content),
+        }
 
     def _count(self, counter: str, listener: str, result: str) -> None:
         if self._metrics is not None:
