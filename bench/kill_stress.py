@@ -12,7 +12,6 @@ import random
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,16 +19,8 @@ sys.path.insert(0, str(ROOT))
 
 from gateway.emulator import EmulatorSettings, Faults, running_emulator  # noqa: E402
 from gateway.observability.logging import configure_logging  # noqa: E402
+from tests.support.crash import deliver_all, kill_during_load  # noqa: E402
 from tests.support.gateway import config_document, write_config  # noqa: E402
-from tests.support.load import Load  # noqa: E402
-from tests.support.process import GatewayProcess  # noqa: E402
-
-
-def delivered_ids(emulator) -> Counter[str]:  # type: ignore[no-untyped-def]
-    found: Counter[str] = Counter()
-    for message in emulator.delivered():
-        found[message.mime.split(b"Message-ID: <", 1)[1].split(b">", 1)[0].decode()] += 1
-    return found
 
 
 async def main(rounds: int, seed: int) -> int:
@@ -53,40 +44,17 @@ async def main(rounds: int, seed: int) -> int:
             acknowledged: list[str] = []
             started = time.monotonic()
             for number in range(rounds):
-                gateway = await GatewayProcess.start(config)
-                try:
-                    port = (await gateway.wait_for_event("listening"))["port"]
-                    load = Load(port=port, prefix=f"r{number}", senders=20, per_sender=50)
-                    threads = load.start()
-                    target = rng.randint(20, 400)
-                    while len(load.acknowledged) < target and any(t.is_alive() for t in threads):
-                        await asyncio.sleep(0.005)
-                    gateway.process.kill()
-                    await gateway.wait_exit()
-                    load.stop.set()
-                    for thread in threads:
-                        await asyncio.to_thread(thread.join, 30)
-                    acknowledged.extend(load.acknowledged)
-                    print(
-                        f"round {number + 1:2d}: killed after {len(load.acknowledged):3d} "
-                        f"acknowledged (target {target})",
-                        flush=True,
-                    )
-                finally:
-                    gateway.kill()
-            final = await GatewayProcess.start(config)
-            try:
-                await final.wait_for_event("listening")
-                deadline = time.monotonic() + 300
-                while (
-                    not set(acknowledged) <= set(delivered_ids(emulator))
-                    and time.monotonic() < deadline
-                ):
-                    await asyncio.sleep(0.1)
-            finally:
-                final.kill()
-                await final.wait_exit()
-            counts = delivered_ids(emulator)
+                target = rng.randint(20, 400)
+                got = await kill_during_load(
+                    config, prefix=f"r{number}", senders=20, per_sender=50, target=target
+                )
+                acknowledged += got
+                print(
+                    f"round {number + 1:2d}: killed after {len(got):3d} acknowledged "
+                    f"(target {target})",
+                    flush=True,
+                )
+            counts = await deliver_all(config, emulator, acknowledged, timeout=300)
     missing = set(acknowledged) - set(counts)
     duplicates = sum(count - 1 for count in counts.values() if count > 1)
     print(
