@@ -73,21 +73,22 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-async def bench_sink(work: Path, messages: int, size: int) -> dict[str, float]:
+async def load_server(script: str, *args: str, messages: int, size: int) -> dict[str, float]:
+    """Start `bench/<script> PORT *args` in its own process, load it, stop it."""
     port = free_port()
-    sink = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(HERE / "sink.py"),
-        str(port),
-        str(work / "sink"),
-        stdout=asyncio.subprocess.DEVNULL,
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, str(HERE / script), str(port), *args, stdout=asyncio.subprocess.DEVNULL
     )
     try:
         await wait_ready(port)
         return await load(port, messages, size)
     finally:
-        sink.terminate()
-        await sink.wait()
+        server.terminate()
+        await server.wait()
+
+
+async def bench_sink(work: Path, messages: int, size: int) -> dict[str, float]:
+    return await load_server("sink.py", str(work / "sink"), messages=messages, size=size)
 
 
 async def bench_gateway(

@@ -15,24 +15,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from accept import free_port, load, wait_ready  # noqa: E402
+from accept import load_server  # noqa: E402
 
 
 async def run(kind: str, messages: int, size: int) -> dict[str, float]:
-    port = free_port()
-    sink = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(HERE / "data_sink.py"),
-        str(port),
-        kind,
-        stdout=asyncio.subprocess.DEVNULL,
-    )
-    try:
-        await wait_ready(port)
-        return await load(port, messages, size)
-    finally:
-        sink.terminate()
-        await sink.wait()
+    return await load_server("data_sink.py", kind, messages=messages, size=size)
 
 
 async def main(big: int, small: int) -> None:
