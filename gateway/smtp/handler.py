@@ -84,15 +84,9 @@ class Handler:
             # listener offering AUTH, or smtp.refuse_unknown_at: mail.
             client = UNLISTED
         if client is None:
-            log.warning(
-                "connection_refused",
-                session=session.session_id,
-                peer=ip,
-                port=port,
-                listener=session.listener,
-                reason="address is in no client's networks; add it to clients",
+            self._refuse_connection(
+                session, "address is in no client's networks; add it to clients", port=port
             )
-            self._count("connections", session.listener, "refused")
             return replies.CLIENT_NOT_ALLOWED
         self._count("connections", session.listener, "accepted")
         session.client = client
@@ -234,27 +228,26 @@ class Handler:
 
     def too_many(self, session: GatewaySession, total: int) -> None:
         """A connection over the total or per-address limit is turned away (421)."""
-        ip, _port = _peer(session)
-        log.warning(
-            "connection_refused",
-            session=session.session_id,
-            peer=ip,
-            listener=session.listener,
+        self._refuse_connection(
+            session,
+            "too many connections (smtp.max_connections / max_connections_per_ip)",
             reply=replies.TOO_MANY_CONNECTIONS.code,
-            reason="too many connections (smtp.max_connections / max_connections_per_ip)",
             open_connections=total,
         )
-        self._count("connections", session.listener, "refused")
 
     def proxy_refused(self, session: GatewaySession, reason: str) -> None:
         """A connection on a PROXY-protocol listener was closed before the greeting."""
-        ip, _port = _peer(session)
+        self._refuse_connection(session, f"PROXY protocol: {reason}")
+
+    def _refuse_connection(self, session: GatewaySession, reason: str, **fields: object) -> None:
+        """One log line and one metric for every connection turned away."""
         log.warning(
             "connection_refused",
             session=session.session_id,
-            peer=ip,
+            peer=_peer(session)[0],
             listener=session.listener,
-            reason=f"PROXY protocol: {reason}",
+            reason=reason,
+            **fields,
         )
         self._count("connections", session.listener, "refused")
 
