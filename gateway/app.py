@@ -87,15 +87,17 @@ class Gateway:
                 on_result=self.status.token_result,
                 proxy=self.config.proxy,
             )
+            graph = GraphClient(
+                self._session,
+                timeout=self.config.delivery.request_timeout,
+                proxy=self.config.proxy,
+            )
+            await asyncio.to_thread(graph.prepare, {t.ca_file for t in self.config.tenants})
             self.engine = DeliveryEngine(
                 spool=self.spool,
                 router=lambda: self._state.router,
                 tokens=self._tokens,
-                graph=GraphClient(
-                    self._session,
-                    timeout=self.config.delivery.request_timeout,
-                    proxy=self.config.proxy,
-                ),
+                graph=graph,
                 settings=self.config.delivery,
                 hostname=self.config.smtp.hostname or socket.getfqdn(),
                 executor=self._delivery_io,

@@ -13,7 +13,7 @@ import json
 import ssl
 import time
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -66,6 +66,12 @@ class GraphClient:
             proxy = urllib.request.getproxies().get("https")
             self._proxies[host] = None if not proxy or urllib.request.proxy_bypass(host) else proxy
         return self._proxies[host]
+
+    def prepare(self, ca_files: Iterable[Path | None]) -> None:
+        """Build the TLS contexts ahead (blocking: loading CA files takes tens of ms), so no
+        Graph request builds one on the event loop."""
+        for ca_file in ca_files:
+            self._ssl(ca_file)
 
     def _ssl(self, ca_file: Path | None) -> ssl.SSLContext:
         context = self._contexts.get(ca_file)
