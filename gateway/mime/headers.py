@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from email import errors, policy
-from email.headerregistry import AddressHeader
+from email.headerregistry import Address, AddressHeader
 from email.parser import BytesHeaderParser
 
 _PARSER = BytesHeaderParser(policy=policy.default)
@@ -161,6 +161,15 @@ def full_header_addresses(header_section: bytes, names: tuple[str, ...]) -> tupl
                 if address.domain:
                     found.add(f"{address.username}@{address.domain.lower()}")
     return found, suspicious
+
+
+def parsed_addresses(header_section: bytes, name: str) -> list[Address]:
+    """The mailboxes of every `name` field, groups flattened; unreadable entries skipped."""
+    found: list[Address] = []
+    for value in _PARSER.parsebytes(header_section).get_all(name, []):
+        if isinstance(value, AddressHeader):
+            found.extend(address for address in value.addresses if address.domain)
+    return found
 
 
 def fold_address_header(name: str, addresses: list[str], newline: bytes) -> bytes:

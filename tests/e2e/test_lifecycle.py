@@ -23,6 +23,7 @@ async def test_sigterm_during_data_finishes_the_transaction_then_exits(
         assert (await smtp.command("EHLO printer.local")).startswith("250")
         assert (await smtp.command("MAIL FROM:<scanner@contoso.com>")).startswith("250")
         assert (await smtp.command("RCPT TO:<alice@contoso.com>")).startswith("250")
+        assert (await smtp.command("RCPT TO:<bob@fabrikam.com>")).startswith("250")
         assert (await smtp.command("DATA")).startswith("354")
         stuffed = MESSAGE.replace(b"\r\n.", b"\r\n..")  # SMTP transparency (RFC 5321 4.5.2)
         half = len(stuffed) // 2
