@@ -5,7 +5,10 @@ resource identifiers (any national cloud's, or the Graph app id) or the emulator
 which is what a client derives when it builds the scope from a configured Graph endpoint.
 Failures answer as Graph does: 401 `InvalidAuthenticationToken`, or 403 `ErrorAccessDenied`
 "Access is denied. Check credentials and try again." when the token lacks the permission (an
-app-only token carries application permissions in `roles`, a delegated one in `scp`).
+app-only token carries application permissions in `roles`, a delegated one in `scp`). A
+delegated token acts for its user only: `/me` is that user's mailbox, and `/users/{id}` must
+name the same user (UPN or object id), else 403 `ErrorAccessDenied` (the emulator has no
+shared-mailbox grants).
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ class Caller:
     scopes: frozenset[str]
     user: str | None  # the signed-in user's UPN for delegated tokens
     is_app: bool
+    object_id: str = ""  # `oid`: the user's (delegated) or service principal's (app-only)
 
     def allows(self, permission: str) -> bool:
         granted = self.roles if self.is_app else self.scopes
@@ -93,7 +97,7 @@ def token_user(request: web.Request) -> str | None:
     """The user a delegated bearer token names, without verifying it (for bookkeeping)."""
     _, _, token = request.headers.get("Authorization", "").partition(" ")
     claims = unverified_claims(token.strip())
-    return _user(claims) if claims else None
+    return claims_user(claims) if claims else None
 
 
 def _caller(claims: Mapping[str, Any]) -> Caller:
@@ -105,12 +109,14 @@ def _caller(claims: Mapping[str, Any]) -> Caller:
         client_id=str(claims.get("appid") or claims.get("azp") or ""),
         roles=frozenset(r for r in roles if isinstance(r, str)),
         scopes=frozenset(scopes),
-        user=None if is_app else _user(claims),
+        user=None if is_app else claims_user(claims),
         is_app=is_app,
+        object_id=str(claims.get("oid") or ""),
     )
 
 
-def _user(claims: Mapping[str, Any]) -> str | None:
+def claims_user(claims: Mapping[str, Any]) -> str | None:
+    """The (lower-cased) user a delegated token names: `upn`, else `preferred_username`."""
     for key in ("upn", "preferred_username", "unique_name"):
         value = claims.get(key)
         if isinstance(value, str) and value:

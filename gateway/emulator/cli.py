@@ -8,8 +8,16 @@ runs it standalone. It prints where everything is, for example:
     emulator ready
       login endpoint: https://127.0.0.1:8443
       graph endpoint: https://127.0.0.1:8443/v1.0
+      smtp endpoint:  127.0.0.1:2587 (STARTTLS, AUTH XOAUTH2)     (with --smtp-listen)
       CA file:        /tmp/graph-emulator-x1y2/ca.pem
       outbox:         /tmp/graph-emulator-x1y2/outbox
+      apps:           open (any tenant, client id and credential)
+      users:          any username
+      admin:          https://127.0.0.1:8443/_emulator/outbox
+
+Users who can sign in (device code, authorization code) come from the `users` list of the
+`--apps` YAML and from `--user alice@contoso.com=TENANT` (TENANT `consumers` for a personal
+Microsoft account); with none, any username signs in.
 """
 
 from __future__ import annotations
@@ -26,7 +34,13 @@ import yaml
 
 from gateway.emulator.faults import Faults
 from gateway.emulator.server import Emulator
-from gateway.emulator.settings import EmulatorApp, EmulatorSettings, load_apps
+from gateway.emulator.settings import (
+    EmulatorApp,
+    EmulatorSettings,
+    EmulatorUser,
+    load_apps,
+    load_users,
+)
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 78
 
@@ -49,6 +63,28 @@ def parse_listen(value: str) -> tuple[str, int]:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"port out of range: {port}")
     return host, port
+
+
+def parse_user(value: str) -> EmulatorUser:
+    """`USERNAME=TENANT` → an EmulatorUser (TENANT `consumers`: a personal Microsoft account)."""
+    username, sep, tenant = value.partition("=")
+    if not sep or not username or not tenant:
+        raise argparse.ArgumentTypeError(
+            f"expected USERNAME=TENANT (e.g. alice@contoso.com=contoso-tenant), got {value!r}"
+        )
+    try:
+        return EmulatorUser(username=username, tenant_id=tenant)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _polls(value: str) -> int | None:
+    if value == "manual":
+        return None
+    polls = int(value)
+    if polls < 0:
+        raise argparse.ArgumentTypeError(f"a number of polls is not negative: {value}")
+    return polls
 
 
 def _rate(value: str) -> float:
@@ -79,7 +115,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="FILE",
         help="YAML list of app registrations (tenant_id, client_id, client_secret or "
-        "certificate_file, roles); without it any tenant and credentials are accepted",
+        "certificate_file, roles, public_client), or a mapping with 'apps' and 'users' "
+        "(username, tenant_id) lists; without apps any tenant and credentials are accepted",
     )
     parser.add_argument("--faults", type=Path, metavar="FILE", help="YAML/JSON fault settings")
     parser.add_argument("--latency", type=int, metavar="MS", help="added to every Graph request")
@@ -96,13 +133,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--token-lifetime", type=int, default=3599, metavar="S", help="expires_in of tokens"
     )
+    parser.add_argument(
+        "--smtp-listen",
+        type=parse_listen,
+        metavar="HOST:PORT",
+        help="also serve SMTP submission like smtp.office365.com:587 (STARTTLS, AUTH XOAUTH2); "
+        "port 0 picks a free port",
+    )
+    parser.add_argument(
+        "--user",
+        dest="users",
+        type=parse_user,
+        action="append",
+        default=[],
+        metavar="USERNAME=TENANT",
+        help="a user who can sign in (repeatable; TENANT 'consumers' for a personal Microsoft "
+        "account); added to the apps file's users",
+    )
+    parser.add_argument(
+        "--device-code-interval",
+        type=int,
+        default=5,
+        metavar="S",
+        help="polling interval device-code clients are told (default 5; 0 for tests)",
+    )
+    parser.add_argument(
+        "--device-code-polls",
+        type=_polls,
+        default=1,
+        metavar="N|manual",
+        help="polls answered authorization_pending before a device code is approved "
+        "automatically (default 1); 'manual': only POST /_emulator/devicecodes/CODE/approve",
+    )
 
 
 def settings_from_args(args: argparse.Namespace) -> EmulatorSettings:
     """Build the settings; ValueError/TypeError/OSError name what is wrong."""
     host, port = args.listen
+    smtp_listen: tuple[str, int] | None = args.smtp_listen
     state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="graph-emulator-"))
     apps: tuple[EmulatorApp, ...] = load_apps(args.apps) if args.apps else ()
+    users = (*(load_users(args.apps) if args.apps else ()), *args.users)
     fault_data: dict[str, Any] = {}
     if args.faults:
         loaded = yaml.safe_load(args.faults.read_text(encoding="utf-8")) or {}
@@ -125,8 +196,13 @@ def settings_from_args(args: argparse.Namespace) -> EmulatorSettings:
         state_dir=state_dir,
         ca_out=args.ca_out,
         apps=apps,
+        users=tuple(users),
         faults=Faults.from_mapping(fault_data),
         token_lifetime=args.token_lifetime,
+        device_code_interval=args.device_code_interval,
+        device_code_pending_polls=args.device_code_polls,
+        smtp_host=smtp_listen[0] if smtp_listen else None,
+        smtp_port=smtp_listen[1] if smtp_listen else None,
     )
 
 
@@ -146,7 +222,10 @@ async def _serve(settings: EmulatorSettings, out: TextIO) -> int:
     try:
         await emulator.start()
     except OSError as exc:
-        print(f"emulator: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
+        where = f"{settings.host}:{settings.port}"
+        if settings.smtp_port is not None:
+            where += f" (SMTP {settings.smtp_host or settings.host}:{settings.smtp_port})"
+        print(f"emulator: cannot listen on {where}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -158,13 +237,25 @@ async def _serve(settings: EmulatorSettings, out: TextIO) -> int:
             if settings.open_mode
             else (f"{len(settings.apps)} registered app(s)")
         )
+        smtp = ""
+        if settings.smtp_port is not None:
+            smtp_host, smtp_port = emulator.smtp_address
+            shown = f"[{smtp_host}]" if ":" in smtp_host else smtp_host
+            smtp = f"  smtp endpoint:  {shown}:{smtp_port} (STARTTLS, AUTH XOAUTH2)\n"
+        users = (
+            f"{len(settings.users)} configured ({', '.join(u.username for u in settings.users)})"
+            if settings.users
+            else "any username"
+        )
         print(
             "emulator ready\n"
             f"  login endpoint: {emulator.login_endpoint}\n"
             f"  graph endpoint: {emulator.graph_endpoint}\n"
+            f"{smtp}"
             f"  CA file:        {emulator.ca_file}\n"
             f"  outbox:         {emulator.outbox_dir}\n"
             f"  apps:           {mode}\n"
+            f"  users:          {users}\n"
             f"  admin:          {emulator.base_url}/_emulator/outbox",
             file=out,
             flush=True,

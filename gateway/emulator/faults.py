@@ -5,12 +5,17 @@
 random generator so a run with the same seed and the same request order injects the same faults.
 Every injected answer uses the status, `error.code` and message the real service uses for it,
 because the gateway classifies Graph answers by code.
+
+For the SMTP listener: `smtp_fail_count` transactions in a row are answered `smtp_fail_reply`
+(a 4xx or 5xx SMTP reply line) at `smtp_fail_at`: "mail" (MAIL FROM), "rcpt" (every RCPT TO of
+the transaction) or "data" (after the final dot, instead of taking the message).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import random
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -44,6 +49,9 @@ THROTTLE_CODE = "ApplicationThrottled"
 THROTTLE_MESSAGE = "Application is over its MailboxConcurrency limit."
 UNAVAILABLE_CODE = "ServiceUnavailable"
 UNAVAILABLE_MESSAGE = "The service is temporarily unavailable. Please retry later."
+SMTP_STAGES = ("mail", "rcpt", "data")
+DEFAULT_SMTP_FAIL_REPLY = "451 4.3.0 Temporary server error. Please try again later."
+_SMTP_REPLY = re.compile(r"[45][0-9][0-9]( [^\r\n]*)?")
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,9 @@ class Faults:
     mailbox_errors: Mapping[str, str] = field(default_factory=dict)
     upload_fail_chunks: int = 0
     concurrency_limit: int = 0  # > 0: answer 429 above this many in-flight requests per mailbox
+    smtp_fail_count: int = 0  # SMTP listener: the next N transactions fail …
+    smtp_fail_at: str = "data"  # … at "mail", "rcpt" or "data" …
+    smtp_fail_reply: str = DEFAULT_SMTP_FAIL_REPLY  # … with this reply line
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -104,6 +115,10 @@ def _coerce(name: str, value: Any) -> Any:
         return float(value)
     if name == "unavailable_retry_after" and value is None:
         return None
+    if name in ("smtp_fail_at", "smtp_fail_reply"):
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be a string")
+        return value
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an integer")
     return value
@@ -122,9 +137,17 @@ def _problems(faults: Faults) -> list[str]:
         "unavailable_count",
         "upload_fail_chunks",
         "concurrency_limit",
+        "smtp_fail_count",
     ):
         if getattr(faults, name) < 0:
             problems.append(f"{name} must not be negative")
+    if faults.smtp_fail_at not in SMTP_STAGES:
+        problems.append(f"smtp_fail_at must be one of {', '.join(SMTP_STAGES)}")
+    if not _SMTP_REPLY.fullmatch(faults.smtp_fail_reply):
+        problems.append(
+            f"smtp_fail_reply must be a 4xx or 5xx reply line such as "
+            f"'{DEFAULT_SMTP_FAIL_REPLY}', not {faults.smtp_fail_reply!r}"
+        )
     if faults.outage_seconds < 0:
         problems.append("outage_seconds must not be negative")
     if faults.unavailable_retry_after is not None and faults.unavailable_retry_after < 0:
@@ -156,6 +179,7 @@ class FaultState:
         self._throttle_left = faults.throttle_count
         self._unavailable_left = faults.unavailable_count
         self._upload_failures_left = faults.upload_fail_chunks
+        self._smtp_failures_left = faults.smtp_fail_count
         self._outage_until = now + faults.outage_seconds
 
     def request_fault(self, *, now: float, in_flight: int) -> InjectedError | None:
@@ -188,6 +212,13 @@ class FaultState:
             return True
         return False
 
+    def take_smtp_failure(self, stage: str) -> str | None:
+        """The reply for an SMTP transaction reaching `stage`, if it must fail (consumes one)."""
+        if stage == self.faults.smtp_fail_at and self._smtp_failures_left > 0:
+            self._smtp_failures_left -= 1
+            return self.faults.smtp_fail_reply
+        return None
+
     def mailbox_error(self, mailbox: str | None, *, sending: bool) -> InjectedError | None:
         """The configured refusal for `mailbox`, if it applies to this kind of request."""
         if mailbox is None:
@@ -207,6 +238,7 @@ class FaultState:
                 "throttle_count": self._throttle_left,
                 "unavailable_count": self._unavailable_left,
                 "upload_fail_chunks": self._upload_failures_left,
+                "smtp_fail_count": self._smtp_failures_left,
                 "outage_seconds": max(0.0, self._outage_until - now),
             },
         }

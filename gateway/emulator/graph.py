@@ -12,6 +12,8 @@ authenticates, resolves the mailbox and checks the permission before calling the
     POST   …/attachments/createUploadSession                      Mail.ReadWrite
     POST   /users/{id}/messages/{mid}/send                        Mail.Send
 
+`/me` needs a delegated token and means its user; with a delegated token `/users/{id}` must be
+the signed-in user (UPN or object id), else 403 `ErrorAccessDenied`.
 A body over the limit is answered 413 `RequestEntityTooLarge` "The maximum request length
 supported is 4MB." (the status third parties report from sendMail; the gateway keys on 413).
 """
@@ -25,7 +27,14 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from gateway.emulator import drafts
-from gateway.emulator.auth import AuthFailure, authenticate, require, token_user
+from gateway.emulator.auth import (
+    ACCESS_DENIED,
+    AuthFailure,
+    Caller,
+    authenticate,
+    require,
+    token_user,
+)
 from gateway.emulator.bodies import BodyTooLarge, discard_body, read_body
 from gateway.emulator.context import GraphContext, GraphFailure
 from gateway.emulator.faults import InjectedError
@@ -85,7 +94,7 @@ class GraphRoutes:
             except BodyTooLarge:
                 raise GraphFailure(413, "RequestEntityTooLarge", TOO_LARGE) from None
             caller = authenticate(self.state, request)
-            mailbox = self._mailbox(owner, caller.user, caller.is_app)
+            mailbox = self._mailbox(owner, caller)
             require(caller, route.permission)
             injected = self.state.faults.mailbox_error(mailbox, sending=False)
             if injected is not None:
@@ -106,14 +115,21 @@ class GraphRoutes:
             return graph_error(request, 400, exc.code, exc.message)
 
     @staticmethod
-    def _mailbox(owner: str | None, user: str | None, is_app: bool) -> str:
-        if owner is not None:
+    def _mailbox(owner: str | None, caller: Caller) -> str:
+        user = caller.user
+        if caller.is_app:
+            if owner is None:
+                raise GraphFailure(
+                    400,
+                    "BadRequest",
+                    "/me request is only valid with delegated authentication flow.",
+                )
             return owner.lower()
-        if is_app or user is None:
-            raise GraphFailure(
-                400, "BadRequest", "/me request is only valid with delegated authentication flow."
-            )
-        return user
+        if user is None:
+            raise AuthFailure(401, "InvalidAuthenticationToken", "Access token validation failure.")
+        if owner is None or owner.lower() in (user, caller.object_id.lower()):
+            return user
+        raise AuthFailure(403, "ErrorAccessDenied", ACCESS_DENIED)
 
 
 def _parse_path(segments: list[str]) -> tuple[str | None, str, str | None]:

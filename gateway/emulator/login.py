@@ -1,11 +1,13 @@
 """Entra ID (login) routes: OpenID discovery, signing keys, and the v2.0 token endpoint.
 
 Real msal talks to these: `ConfidentialClientApplication(client_id, client_credential=…,
-authority=f"{login_endpoint}/{tenant}", instance_discovery=False, http_client=…)`. Discovery and
-token errors carry the HTTP status, OAuth error and AADSTS code Entra answers with, so the
-gateway's explanations ("the client secret is wrong", "the app is not in that tenant") can be
-tested. Grants are looked up in `LoginRoutes.grants`; client_credentials is implemented, the
-refresh-token, device-code and authorization-code grants plug in the same way.
+authority=f"{login_endpoint}/{tenant}", instance_discovery=False, http_client=…)`, and
+`PublicClientApplication(client_id, authority=…, instance_discovery=False, …)` for delegated
+sign-in. Discovery and token errors carry the HTTP status, OAuth error and AADSTS code Entra
+answers with, so the gateway's explanations ("the client secret is wrong", "the app is not in
+that tenant") can be tested. Grants are looked up in `LoginRoutes.grants`: client_credentials is
+here; the device-code, authorization-code and refresh-token grants (and the devicecode and
+authorize endpoints) are in delegated.py, which adds itself to the table.
 """
 
 from __future__ import annotations
@@ -22,11 +24,11 @@ from aiohttp import web
 from gateway.emulator.assertions import JWT_BEARER, AssertionRejected, verify_client_assertion
 from gateway.emulator.pki import load_certificates
 from gateway.emulator.responses import entra_error
-from gateway.emulator.settings import OPEN_MODE_ROLES, EmulatorApp
+from gateway.emulator.settings import MSA_TENANT_ID, OPEN_MODE_ROLES, EmulatorApp
+from gateway.emulator.signin import MULTI_TENANT
 from gateway.emulator.state import EmulatorState
 
 _RESERVED_SCOPES = frozenset({"openid", "profile", "offline_access"})
-_MULTI_TENANT = frozenset({"common", "organizations", "consumers"})
 
 
 class LoginError(Exception):
@@ -81,9 +83,11 @@ class LoginRoutes:
     async def openid_configuration(self, request: web.Request) -> web.Response:
         tenant = request.match_info["tenant"]
         base = self.state.external_base(request)
-        if tenant.lower() not in _MULTI_TENANT and not self._tenant_known(tenant):
-            return self._error(_unknown_tenant(tenant, discovery=True))
-        issuer_tenant = "{tenantid}" if tenant.lower() in _MULTI_TENANT else tenant
+        if tenant.lower() not in MULTI_TENANT and not self.tenant_known(tenant):
+            return self.error(unknown_tenant(tenant, discovery=True))
+        issuer_tenant = "{tenantid}" if tenant.lower() in MULTI_TENANT else tenant
+        if tenant.lower() == "consumers":
+            issuer_tenant = MSA_TENANT_ID
         prefix = f"{base}/{tenant}"
         return web.json_response(
             {
@@ -112,20 +116,21 @@ class LoginRoutes:
     # -- token endpoint --------------------------------------------------------------------
 
     async def token(self, request: web.Request) -> web.Response:
-        self.state.stats.token_requests += 1
         tenant = request.match_info["tenant"]
         base = self.state.external_base(request)
         form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
         form.update(_basic_credentials(request, form))
+        self.state.stats.count_token_request(form.get("grant_type"))
         token_request = TokenRequest(
             tenant=tenant, form=form, base=base, token_endpoint=f"{base}/{tenant}/oauth2/v2.0/token"
         )
         try:
-            if not self._tenant_known(tenant):
-                raise _unknown_tenant(tenant, discovery=False)
+            multi_tenant = tenant.lower() in MULTI_TENANT
+            if not self.tenant_known(tenant) and not multi_tenant:
+                raise unknown_tenant(tenant, discovery=False)
             response = await self._grant(form.get("grant_type"))(token_request)
         except LoginError as exc:
-            response = self._error(exc)
+            response = self.error(exc)
         self.state.log.info(
             "emulator.token_request",
             tenant=tenant,
@@ -137,7 +142,7 @@ class LoginRoutes:
 
     def _grant(self, grant_type: str | None) -> Grant:
         if not grant_type:
-            raise _missing("grant_type")
+            raise missing("grant_type")
         grant = self.grants.get(grant_type)
         if grant is None:
             raise LoginError(
@@ -151,8 +156,10 @@ class LoginRoutes:
     async def _client_credentials(self, request: TokenRequest) -> web.Response:
         client_id = request.form.get("client_id")
         if not client_id:
-            raise _missing("client_id")
-        app = self._authenticate_client(request, client_id)
+            raise missing("client_id")
+        if not self.tenant_known(request.tenant):  # /common etc. of a registered directory
+            raise unknown_tenant(request.tenant, discovery=False)
+        app = self.authenticate_client(request, client_id)
         resource = _resource_from_scope(request.form.get("scope"))
         tenant_id = app.tenant_id if app else request.tenant
         roles = app.roles if app else OPEN_MODE_ROLES
@@ -187,8 +194,14 @@ class LoginRoutes:
             headers={"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"},
         )
 
-    def _authenticate_client(self, request: TokenRequest, client_id: str) -> EmulatorApp | None:
-        """The registered app proven by the request's credential; None in open mode."""
+    def authenticate_client(
+        self, request: TokenRequest, client_id: str, *, app: EmulatorApp | None = None
+    ) -> EmulatorApp | None:
+        """The registered app proven by the request's credential; None in open mode.
+
+        `app`: the registration to check the credential against (default: the app with this
+        client id in the request's tenant).
+        """
         form = request.form
         secret = form.get("client_secret")
         assertion = form.get("client_assertion")
@@ -210,17 +223,9 @@ class LoginRoutes:
             )
         if self.state.settings.open_mode:
             return None
-        app = self._find_app(request.tenant, client_id)
+        app = app or self.find_app(request.tenant, client_id)
         if app is None:
-            raise LoginError(
-                400,
-                "unauthorized_client",
-                700016,
-                f"Application with identifier '{client_id}' was not found in the directory "
-                f"'{request.tenant}'. This can happen if the application has not been installed "
-                "by the administrator of the tenant or consented to by any user in the tenant. "
-                "You may have sent your authentication request to the wrong tenant.",
-            )
+            raise app_not_found(client_id, request.tenant)
         if assertion is not None:
             self._check_assertion(app, assertion, request)
         else:
@@ -267,12 +272,16 @@ class LoginRoutes:
         except AssertionRejected as exc:
             raise LoginError(exc.status, exc.error, exc.code, exc.text) from None
 
-    def _tenant_known(self, tenant: str) -> bool:
+    def tenant_known(self, tenant: str) -> bool:
+        """A tenant an app or a configured user is in (every tenant in open mode)."""
         if self.state.settings.open_mode:
             return True
-        return any(app.tenant_id.lower() == tenant.lower() for app in self.state.settings.apps)
+        lowered = tenant.lower()
+        return any(
+            app.tenant_id.lower() == lowered for app in self.state.settings.apps
+        ) or self.state.signin.tenant_has_users(tenant)
 
-    def _find_app(self, tenant: str, client_id: str) -> EmulatorApp | None:
+    def find_app(self, tenant: str, client_id: str) -> EmulatorApp | None:
         for app in self.state.settings.apps:
             if (
                 app.tenant_id.lower() == tenant.lower()
@@ -281,11 +290,32 @@ class LoginRoutes:
                 return app
         return None
 
-    def _error(self, exc: LoginError) -> web.Response:
+    def find_sign_in_app(self, tenant: str, client_id: str) -> EmulatorApp | None:
+        """The app a user signs in to: the one in `tenant`, else any app with this client id
+        (apps are multi-tenant here, and /organizations, /consumers, /common name no tenant)."""
+        app = self.find_app(tenant, client_id)
+        if app is not None:
+            return app
+        lowered = client_id.lower()
+        return next((a for a in self.state.settings.apps if a.client_id.lower() == lowered), None)
+
+    def error(self, exc: LoginError) -> web.Response:
         return entra_error(exc.status, exc.error, exc.code, exc.text, base_url=self.state.base_url)
 
 
-def _unknown_tenant(tenant: str, *, discovery: bool) -> LoginError:
+def app_not_found(client_id: str, tenant: str) -> LoginError:
+    return LoginError(
+        400,
+        "unauthorized_client",
+        700016,
+        f"Application with identifier '{client_id}' was not found in the directory "
+        f"'{tenant}'. This can happen if the application has not been installed "
+        "by the administrator of the tenant or consented to by any user in the tenant. "
+        "You may have sent your authentication request to the wrong tenant.",
+    )
+
+
+def unknown_tenant(tenant: str, *, discovery: bool) -> LoginError:
     return LoginError(
         400,
         "invalid_tenant" if discovery else "invalid_request",
@@ -310,7 +340,7 @@ def _basic_credentials(request: web.Request, form: Mapping[str, str]) -> dict[st
     return {"client_id": unquote_plus(client_id), "client_secret": unquote_plus(secret)}
 
 
-def _missing(parameter: str) -> LoginError:
+def missing(parameter: str) -> LoginError:
     return LoginError(
         400,
         "invalid_request",
@@ -322,7 +352,7 @@ def _missing(parameter: str) -> LoginError:
 def _resource_from_scope(scope: str | None) -> str:
     """The resource of a client-credentials scope, which must be exactly one `…/.default`."""
     if not scope:
-        raise _missing("scope")
+        raise missing("scope")
     requested = [s for s in scope.split() if s.lower() not in _RESERVED_SCOPES]
     if len(requested) != 1 or not requested[0].endswith("/.default"):
         raise LoginError(

@@ -1,10 +1,16 @@
 """The emulator's record of accepted mail: in memory for tests, on disk for people.
 
-Every message Graph would have accepted (a `sendMail` answered 202 or a draft sent) becomes a
-`DeliveredMessage` and two files in the outbox directory: `{seq:06d}-{id}.eml`, the message
-as it would travel (the submitted MIME bytes, or a rendering of the JSON), and
-`{seq:06d}-{id}.json` with everything else (mailbox, recipients, app, attachments' metadata and the
-JSON message without its base64 contents).
+Every message Graph would have accepted (a `sendMail` answered 202 or a draft sent) or the SMTP
+listener took (250 after DATA) becomes a `DeliveredMessage` and two files in the outbox
+directory: `{seq:06d}-{id}.eml`, the message as it would travel (the submitted MIME bytes, or a
+rendering of the JSON), and `{seq:06d}-{id}.json` with everything else (mailbox, recipients, app,
+attachments' metadata and the JSON message without its base64 contents).
+
+Modes: "json" and "mime" (sendMail), "draft" (a sent draft), "smtp" (SMTP submission). For
+"smtp" the `envelope` holds MAIL FROM and the RCPT TO list exactly as given, and `recipients`
+sorts the envelope recipients by the message's headers: those in To go to "to", those in Cc to
+"cc", and every other envelope recipient to "bcc" (header addresses that were not envelope
+recipients are not delivered, so they are not listed).
 """
 
 from __future__ import annotations
@@ -16,11 +22,18 @@ import hashlib
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from gateway.emulator.messages import DeliveredAttachment
 
-Mode = Literal["mime", "json", "draft"]
+Mode = Literal["mime", "json", "draft", "smtp"]
+
+
+class Envelope(NamedTuple):
+    """The SMTP envelope of a message taken by the SMTP listener."""
+
+    mail_from: str
+    rcpt_to: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -38,6 +51,7 @@ class DeliveredMessage:
     received_at: dt.datetime
     subject: str | None = None
     seq: int = 0
+    envelope: Envelope | None = None  # SMTP submissions only
 
     @property
     def file_stem(self) -> str:
@@ -70,6 +84,11 @@ class DeliveredMessage:
                 for a in self.attachments
             ],
             "message_json": _without_contents(self.message_json),
+            "envelope": (
+                {"mail_from": self.envelope.mail_from, "rcpt_to": list(self.envelope.rcpt_to)}
+                if self.envelope is not None
+                else None
+            ),
         }
 
 

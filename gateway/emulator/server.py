@@ -5,6 +5,11 @@
         graph = emu.graph_endpoint                         # https://127.0.0.1:PORT/v1.0
         ... emu.delivered(), emu.stats, emu.set_faults(Faults(throttle_count=2))
 
+With `smtp_port` set it also runs an SMTP submission listener like smtp.office365.com:587
+(smtp.py; `emu.smtp_address` is its (host, port)). Delegated sign-in is steered with
+`approve_device_code`, `decline_device_code`, `expire_device_code`, `device_codes` and ended
+with `revoke_sign_ins` (the same as the `/_emulator/` admin endpoints).
+
 `start()` makes a fresh CA and server certificate, writes the CA PEM to `state_dir/ca.pem` (and
 to `ca_out`), binds (port 0 picks a free port) and serves until `stop()`.
 """
@@ -20,12 +25,15 @@ from types import TracebackType
 from aiohttp import web
 
 from gateway.emulator.admin import AdminRoutes
+from gateway.emulator.delegated import DelegatedRoutes
 from gateway.emulator.faults import Faults
 from gateway.emulator.graph import GraphRoutes, graph_middleware
 from gateway.emulator.login import LoginRoutes
 from gateway.emulator.outbox import DeliveredMessage
 from gateway.emulator.pki import generate_pki, server_ssl_context, subject_names
 from gateway.emulator.settings import EmulatorSettings
+from gateway.emulator.signin import DeviceFlow
+from gateway.emulator.smtp import SmtpListener
 from gateway.emulator.state import EmulatorState
 from gateway.emulator.stats import EmulatorStats
 from gateway.emulator.uploads import UploadRoutes
@@ -38,6 +46,7 @@ class Emulator:
         self.settings = settings
         self.state = EmulatorState(settings)
         self._runner: web.AppRunner | None = None
+        self._smtp: SmtpListener | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -45,7 +54,10 @@ class Emulator:
         if self._runner is not None:
             raise RuntimeError("the emulator is already running")
         settings = self.settings
-        pki = generate_pki(subject_names(settings.host))
+        names = subject_names(settings.host)
+        if settings.smtp_host is not None:
+            names += tuple(n for n in subject_names(settings.smtp_host) if n not in names)
+        pki = generate_pki(names)
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         self.outbox_dir.mkdir(parents=True, exist_ok=True)
         self.ca_file.write_bytes(pki.ca_cert_pem)
@@ -55,8 +67,10 @@ class Emulator:
         ssl_context = server_ssl_context(pki, settings.state_dir)
 
         app = web.Application(middlewares=[graph_middleware(self.state)])
+        login = LoginRoutes(self.state)
         for routes in (
-            LoginRoutes(self.state),
+            login,
+            DelegatedRoutes(self.state, login),
             GraphRoutes(self.state),
             UploadRoutes(self.state),
             AdminRoutes(self.state),
@@ -75,15 +89,30 @@ class Emulator:
         self._runner = runner
         port = int(runner.addresses[0][1])
         self.state.base_url = f"https://{_url_host(settings.host)}:{port}"
+        if settings.smtp_port is not None:
+            smtp = SmtpListener(self.state, ssl_context)
+            smtp_host = (settings.smtp_host or settings.host).strip("[]")
+            try:
+                await smtp.start(smtp_host, settings.smtp_port)
+            except BaseException:
+                await smtp.stop()
+                self._runner = None
+                await runner.cleanup()
+                raise
+            self._smtp = smtp
         self.state.log.info(
             "emulator.started",
             base_url=self.base_url,
             ca_file=str(self.ca_file),
             outbox=str(self.outbox_dir),
             open_mode=settings.open_mode,
+            smtp=self._smtp.address if self._smtp else None,
         )
 
     async def stop(self) -> None:
+        smtp, self._smtp = self._smtp, None
+        if smtp is not None:
+            await smtp.stop()
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
@@ -126,6 +155,14 @@ class Emulator:
     def outbox_dir(self) -> Path:
         return self.state.outbox.directory
 
+    @property
+    def smtp_address(self) -> tuple[str, int]:
+        """(host, port) of the SMTP listener (STARTTLS with `ca_file`'s CA, AUTH XOAUTH2)."""
+        if self._smtp is None or self._smtp.address is None:
+            raise RuntimeError("the SMTP listener is not running (set EmulatorSettings.smtp_port)")
+        host, port = self._smtp.address
+        return _url_host(host).strip("[]"), port
+
     # -- what happened, and what should go wrong -------------------------------------------
 
     def delivered(self) -> list[DeliveredMessage]:
@@ -144,6 +181,35 @@ class Emulator:
 
     def reset(self) -> None:
         self.state.reset()
+
+    # -- delegated sign-in -----------------------------------------------------------------
+
+    def device_codes(self) -> list[DeviceFlow]:
+        """Every device code issued (and not yet pruned), oldest first."""
+        return list(self.state.signin.device_flows.values())
+
+    def approve_device_code(self, user_code: str, username: str | None = None) -> DeviceFlow:
+        """Sign in on a device code's behalf, as `username` (default: the tenant's first user).
+
+        KeyError: unknown code; ValueError: no longer pending; signin.SignInRefused: that user
+        cannot sign in through the flow's tenant.
+        """
+        return self.state.signin.approve(user_code, username, now=self.state.clock())
+
+    def decline_device_code(self, user_code: str) -> DeviceFlow:
+        """The next poll answers `authorization_declined`."""
+        return self.state.signin.decline(user_code, now=self.state.clock())
+
+    def expire_device_code(self, user_code: str) -> DeviceFlow:
+        """The next poll answers `expired_token`."""
+        return self.state.signin.expire(user_code)
+
+    def revoke_sign_ins(self, username: str, client_id: str | None = None) -> int:
+        """Revoke the user's refresh tokens (for one client id, or all); returns how many.
+
+        Redeeming one then fails with invalid_grant AADSTS50173; a new sign-in works again.
+        """
+        return self.state.signin.revoke(username, client_id, now=self.state.clock())
 
 
 @asynccontextmanager

@@ -1,13 +1,20 @@
-"""What an emulator run is configured with: address, state directory, app registrations, limits.
+"""What an emulator run is configured with: address, state directory, apps, users, limits.
 
 `EmulatorApp` is one Entra app registration (tenant, client id, a secret and/or a certificate,
-the application roles an admin consented to). With no apps the emulator runs in "open mode":
-any tenant, client id and credential gets a token with Mail.Send and Mail.ReadWrite, which is
-what a demo or a quick dry run wants. `load_apps` reads the YAML file behind `--apps`.
+the application roles an admin consented to; an app with neither secret nor certificate is a
+public client, which delegated sign-in accepts without a credential). With no apps the emulator
+runs in "open mode": any tenant, client id and credential gets a token with Mail.Send and
+Mail.ReadWrite, which is what a demo or a quick dry run wants.
+
+`EmulatorUser` is a user who can sign in (device code or authorization code): a work account in
+a tenant, or a personal Microsoft account (tenant `consumers`, stored as the fixed MSA tenant id
+`MSA_TENANT_ID`). With no users, any username signs in. `load_apps` and `load_users` read the
+YAML file behind `--apps` (a list of apps, or a mapping with `apps` and `users` lists).
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +27,9 @@ from gateway.emulator.pki import load_certificates
 
 OPEN_MODE_ROLES: tuple[str, ...] = ("Mail.Send", "Mail.ReadWrite")
 MIB = 1024 * 1024
+DAY = 86400
+# The tenant every personal Microsoft account (outlook.com, hotmail.com, live.com …) lives in.
+MSA_TENANT_ID = "9188040d-6c67-4c5b-b112-36a304b66dad"
 
 
 @dataclass(frozen=True)
@@ -30,8 +40,11 @@ class EmulatorApp:
     client_id: str
     client_secret: str | None = field(default=None, repr=False)
     certificate_pem: bytes | None = field(default=None, repr=False)  # public cert(s), PEM
-    roles: tuple[str, ...] = ("Mail.Send",)
+    roles: tuple[str, ...] = ("Mail.Send",)  # add "SMTP.SendAsApp" for app-only SMTP AUTH
     secret_expired: bool = False
+    # "Allow public client flows": delegated grants without a credential. None: yes exactly
+    # when the app has neither a secret nor a certificate.
+    public_client: bool | None = None
 
     def __post_init__(self) -> None:
         if self.certificate_pem is not None:
@@ -41,6 +54,66 @@ class EmulatorApp:
                 raise ValueError(
                     f"app {self.client_id}: certificate_pem is not a PEM certificate: {exc}"
                 ) from None
+
+    @property
+    def is_public_client(self) -> bool:
+        if self.public_client is not None:
+            return self.public_client
+        return self.client_secret is None and self.certificate_pem is None
+
+
+@dataclass(frozen=True)
+class EmulatorUser:
+    """Someone who can sign in with the device-code or authorization-code flow."""
+
+    username: str  # the UPN / sign-in name, also the mailbox
+    tenant_id: str  # "consumers" (or MSA_TENANT_ID) for a personal Microsoft account
+    display_name: str | None = None
+    object_id: str | None = None  # default: derived from the username
+
+    def __post_init__(self) -> None:
+        username = self.username.strip().lower()
+        if username.count("@") != 1 or username.startswith("@") or username.endswith("@"):
+            raise ValueError(f"user {self.username!r}: the username must look like name@domain")
+        object.__setattr__(self, "username", username)
+        tenant = self.tenant_id.strip()
+        if not tenant:
+            raise ValueError(f"user {username}: tenant_id must not be empty")
+        if tenant.lower() in ("consumers", MSA_TENANT_ID):
+            tenant = MSA_TENANT_ID
+        elif tenant.lower() in ("common", "organizations"):
+            raise ValueError(f"user {username}: {tenant} is not a tenant a user can belong to")
+        object.__setattr__(self, "tenant_id", tenant)
+        if self.object_id is None:
+            oid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"emulator-user:{username}"))
+            object.__setattr__(self, "object_id", oid)
+        if self.display_name is None:
+            name = username.partition("@")[0].replace(".", " ").title()
+            object.__setattr__(self, "display_name", name)
+
+    @property
+    def is_msa(self) -> bool:
+        """A personal Microsoft account (signs in through `consumers`, not `organizations`)."""
+        return self.tenant_id == MSA_TENANT_ID
+
+    @property
+    def oid(self) -> str:
+        assert self.object_id is not None  # set in __post_init__
+        return self.object_id
+
+    @property
+    def name(self) -> str:
+        assert self.display_name is not None  # set in __post_init__
+        return self.display_name
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "username": self.username,
+            "tenant_id": self.tenant_id,
+            "display_name": self.display_name,
+            "object_id": self.object_id,
+            "msa": self.is_msa,
+        }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,16 +125,53 @@ class EmulatorSettings:
     state_dir: Path
     ca_out: Path | None = None
     apps: tuple[EmulatorApp, ...] = ()
+    users: tuple[EmulatorUser, ...] = ()  # none: any username signs in
     faults: Faults = field(default_factory=Faults)
-    token_lifetime: int = 3599
+    token_lifetime: int = 3599  # access tokens (and id tokens), seconds
+    refresh_token_lifetime: int = 90 * DAY  # Entra's inactivity limit for refresh tokens
+    single_use_refresh_tokens: bool = False  # Entra keeps a redeemed refresh token valid
+    device_code_lifetime: int = 900  # expires_in of a device code, as Entra
+    device_code_interval: int = 5  # the polling interval a device-code client is told (0 ok)
+    # Polls answered `authorization_pending` before the code is approved automatically (as the
+    # first user allowed in the tenant); None: only an explicit approval signs in.
+    device_code_pending_polls: int | None = 1
+    smtp_host: str | None = None  # None: the same host as the HTTPS listener
+    smtp_port: int | None = None  # None: no SMTP listener; 0: any free port (Emulator.smtp_address)
     max_request_size: int = 4 * MIB  # Graph's request-body limit
     max_message_size: int = 150 * MIB  # Exchange Online's highest configurable MaxSendSize
     min_upload_session_size: int = 3_000_000  # "3 MB"; smaller attachments must be POSTed
     max_upload_chunk: int = 4 * MIB  # each upload PUT must be smaller than this
 
+    def __post_init__(self) -> None:
+        problems = [
+            f"{name} must not be negative"
+            for name in (
+                "token_lifetime",
+                "refresh_token_lifetime",
+                "device_code_lifetime",
+                "device_code_interval",
+            )
+            if getattr(self, name) < 0
+        ]
+        if self.device_code_pending_polls is not None and self.device_code_pending_polls < 0:
+            problems.append("device_code_pending_polls must not be negative")
+        if self.smtp_port is not None and not 0 <= self.smtp_port <= 65535:
+            problems.append(f"smtp_port out of range: {self.smtp_port}")
+        names = [user.username for user in self.users]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            problems.append(f"users listed twice: {', '.join(duplicates)}")
+        if problems:
+            raise ValueError("invalid emulator settings: " + "; ".join(problems))
+
     @property
     def open_mode(self) -> bool:
         return not self.apps
+
+    @property
+    def open_users(self) -> bool:
+        """No users configured: any username signs in."""
+        return not self.users
 
 
 def load_apps(path: Path) -> tuple[EmulatorApp, ...]:
@@ -69,15 +179,63 @@ def load_apps(path: Path) -> tuple[EmulatorApp, ...]:
 
     Each entry: `tenant_id`, `client_id`, optional `client_secret` or `client_secret_file`,
     `certificate_file` (PEM, relative paths resolve against the YAML file), `roles` (list),
-    `secret_expired` (bool).
+    `secret_expired` (bool), `public_client` (bool; default: no secret and no certificate).
     """
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     return apps_from_data(data, base_dir=path.parent)
 
 
+def load_users(path: Path) -> tuple[EmulatorUser, ...]:
+    """Read the `users` list of the YAML behind `--apps` (none when the file is a plain list).
+
+    Each entry: `username`, `tenant_id` (`consumers` for a personal Microsoft account), optional
+    `display_name` and `object_id`.
+    """
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return users_from_data(data.get("users") if isinstance(data, Mapping) else None)
+
+
+def users_from_data(data: Any) -> tuple[EmulatorUser, ...]:
+    if data is None:
+        return ()
+    if not isinstance(data, list):
+        raise TypeError("users: expected a list of users")
+    users = []
+    problems: list[str] = []
+    for index, entry in enumerate(data):
+        where = f"users[{index}]"
+        if not isinstance(entry, Mapping):
+            problems.append(f"{where}: expected a mapping")
+            continue
+        try:
+            users.append(_user_from_entry(entry))
+        except (ValueError, TypeError) as exc:
+            problems.append(f"{where}: {exc}")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return tuple(users)
+
+
+_USER_KEYS = frozenset({"username", "tenant_id", "display_name", "object_id"})
+
+
+def _user_from_entry(entry: Mapping[str, Any]) -> EmulatorUser:
+    unknown = sorted(set(entry) - _USER_KEYS)
+    if unknown:
+        raise ValueError(f"unknown key(s): {', '.join(unknown)}")
+    username, tenant_id = entry.get("username"), entry.get("tenant_id")
+    if not isinstance(username, str) or not isinstance(tenant_id, str):
+        raise TypeError("username and tenant_id are required strings")
+    display_name, object_id = entry.get("display_name"), entry.get("object_id")
+    for key, value in (("display_name", display_name), ("object_id", object_id)):
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"{key} must be a string")
+    return EmulatorUser(username, tenant_id, display_name, object_id)
+
+
 def apps_from_data(data: Any, *, base_dir: Path) -> tuple[EmulatorApp, ...]:
     if isinstance(data, Mapping):
-        data = data.get("apps")
+        data = data.get("apps", [])
     if not isinstance(data, list):
         raise TypeError("apps: expected a list of app registrations")
     apps = []
@@ -105,6 +263,7 @@ _APP_KEYS = frozenset(
         "certificate_file",
         "roles",
         "secret_expired",
+        "public_client",
     }
 )
 
@@ -130,6 +289,9 @@ def _app_from_entry(entry: Mapping[str, Any], base_dir: Path) -> EmulatorApp:
     expired = entry.get("secret_expired", False)
     if not isinstance(expired, bool):
         raise TypeError("secret_expired must be true or false")
+    public_client = entry.get("public_client")
+    if public_client is not None and not isinstance(public_client, bool):
+        raise TypeError("public_client must be true or false")
     return EmulatorApp(
         tenant_id=tenant_id,
         client_id=client_id,
@@ -137,4 +299,5 @@ def _app_from_entry(entry: Mapping[str, Any], base_dir: Path) -> EmulatorApp:
         certificate_pem=certificate,
         roles=tuple(roles),
         secret_expired=expired,
+        public_client=public_client,
     )

@@ -1,7 +1,8 @@
 """The state one emulator run shares between its routes.
 
-Settings, the token signing key, the outbox, drafts and upload sessions, the active faults and
-the statistics, plus the clock. Route modules receive this object; nothing is global, so two
+Settings, the token signing key, the outbox, drafts and upload sessions, delegated sign-ins
+(device codes, authorization codes, refresh tokens), the active faults and the statistics, plus
+the clock. Route modules receive this object; nothing is global, so two
 emulators can run side by side in one process (as tests do).
 """
 
@@ -18,6 +19,7 @@ from gateway.emulator.faults import Faults, FaultState
 from gateway.emulator.mailstore import MailStore
 from gateway.emulator.outbox import Outbox
 from gateway.emulator.settings import EmulatorSettings
+from gateway.emulator.signin import SignInStore
 from gateway.emulator.stats import EmulatorStats
 from gateway.emulator.tokens import AccessTokenIssuer
 
@@ -32,6 +34,7 @@ class EmulatorState:
         self.issuer = AccessTokenIssuer()
         self.outbox = Outbox(settings.state_dir / "outbox")
         self.store = MailStore()
+        self.signin = SignInStore(settings)
         self.stats = EmulatorStats()
         self.faults = FaultState(settings.faults, now=clock())
         self.log: Any = structlog.get_logger("gateway.emulator")
@@ -42,9 +45,13 @@ class EmulatorState:
         self.log.info("emulator.faults_set", **faults.to_json())
 
     def reset(self) -> None:
-        """Back to a fresh run: no deliveries, drafts, statistics or faults."""
+        """Back to a fresh run: no deliveries, drafts, pending sign-ins, statistics or faults.
+
+        Refresh tokens stay valid (Entra does not forget them); `signin.revoke` ends them.
+        """
         self.outbox.clear()
         self.store.clear()
+        self.signin.clear_pending()
         self.stats.clear()
         self.faults = FaultState(Faults(), now=self.clock())
         self.log.info("emulator.reset")

@@ -1,8 +1,9 @@
 """Counters a test or an operator reads to see how a client treated the emulated service.
 
-Token requests, Graph requests by status, every Graph request in order, and, per mailbox, the
-highest number of Graph requests that were in flight at once: Graph allows 4 concurrent requests
-per app and mailbox, so `max_concurrency_by_mailbox` shows whether a client respects that.
+Token requests (also by grant type), Graph requests by status, every Graph request in order,
+and, per mailbox, the highest number of Graph requests that were in flight at once: Graph allows
+4 concurrent requests per app and mailbox, so `max_concurrency_by_mailbox` shows whether a client
+respects that. For the SMTP listener: connections, AUTH successes and failures, messages taken.
 """
 
 from __future__ import annotations
@@ -25,10 +26,15 @@ class RequestRecord(NamedTuple):
 @dataclass
 class EmulatorStats:
     token_requests: int = 0
+    token_requests_by_grant: dict[str, int] = field(default_factory=dict)
     graph_requests: int = 0
     by_status: dict[int, int] = field(default_factory=dict)
     max_concurrency_by_mailbox: dict[str, int] = field(default_factory=dict)
     requests: list[RequestRecord] = field(default_factory=list)
+    smtp_connections: int = 0
+    smtp_auth_successes: int = 0
+    smtp_auth_failures: int = 0
+    smtp_messages: int = 0
     _in_flight: Counter[str] = field(default_factory=Counter, repr=False)
 
     def enter(self, mailbox: str | None) -> int:
@@ -58,16 +64,29 @@ class EmulatorStats:
     def clear(self) -> None:
         """Forget history; requests still in flight stay counted so `leave` stays balanced."""
         self.token_requests = 0
+        self.token_requests_by_grant.clear()
         self.graph_requests = 0
         self.by_status.clear()
         self.max_concurrency_by_mailbox.clear()
         self.requests.clear()
+        self.smtp_connections = self.smtp_auth_successes = 0
+        self.smtp_auth_failures = self.smtp_messages = 0
+
+    def count_token_request(self, grant_type: str | None) -> None:
+        self.token_requests += 1
+        key = grant_type or "(none)"
+        self.token_requests_by_grant[key] = self.token_requests_by_grant.get(key, 0) + 1
 
     def to_json(self) -> dict[str, Any]:
         return {
             "token_requests": self.token_requests,
+            "token_requests_by_grant": dict(self.token_requests_by_grant),
             "graph_requests": self.graph_requests,
             "by_status": {str(k): v for k, v in sorted(self.by_status.items())},
             "max_concurrency_by_mailbox": dict(self.max_concurrency_by_mailbox),
             "requests": [r._asdict() for r in self.requests],
+            "smtp_connections": self.smtp_connections,
+            "smtp_auth_successes": self.smtp_auth_successes,
+            "smtp_auth_failures": self.smtp_auth_failures,
+            "smtp_messages": self.smtp_messages,
         }

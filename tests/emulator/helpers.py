@@ -25,6 +25,10 @@ TENANT = "11111111-2222-3333-4444-555555555555"
 CLIENT = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
 SECRET = "s3cr3t~value"
 MAILBOX = "scanner@contoso.com"
+PUBLIC_CLIENT = "99999999-8888-7777-6666-555555555555"  # a public client: no secret, no cert
+DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+GRAPH_MAIL_SEND = "https://graph.microsoft.com/Mail.Send"
+SMTP_SEND = "https://outlook.office.com/SMTP.Send"
 
 
 class Endpoints(Protocol):
@@ -115,6 +119,51 @@ def msal_app(
         instance_discovery=False,
         http_client=session,
     )
+
+
+def public_client(
+    emulator: Emulator, session: requests.Session, *, tenant: str = TENANT, **kwargs: Any
+) -> Any:
+    """msal's PublicClientApplication for PUBLIC_CLIENT, as the gateway builds it."""
+    return msal.PublicClientApplication(
+        kwargs.pop("client_id", PUBLIC_CLIENT),
+        authority=f"{emulator.login_endpoint}/{tenant}",
+        instance_discovery=False,
+        http_client=session,
+        **kwargs,
+    )
+
+
+async def sign_in(
+    http: aiohttp.ClientSession,
+    emulator: Emulator,
+    *,
+    username: str | None = None,
+    scope: str = f"{GRAPH_MAIL_SEND} offline_access openid profile",
+    tenant: str = TENANT,
+    client_id: str = PUBLIC_CLIENT,
+) -> dict[str, Any]:
+    """A delegated token response by the device-code flow, approved at once as `username`."""
+    base = f"{emulator.login_endpoint}/{tenant}/oauth2/v2.0"
+    async with http.post(
+        f"{base}/devicecode", data={"client_id": client_id, "scope": scope}
+    ) as response:
+        flow = await response.json()
+        assert response.status == 200, flow
+    emulator.approve_device_code(flow["user_code"], username)
+    status, body = await token_response(
+        http,
+        emulator,
+        tenant,
+        {
+            "grant_type": DEVICE_CODE_GRANT,
+            "client_id": client_id,
+            "device_code": flow["device_code"],
+            "client_info": "1",
+        },
+    )
+    assert status == 200, body
+    return body
 
 
 def make_certificate(common_name: str = "gateway-app") -> tuple[bytes, bytes]:

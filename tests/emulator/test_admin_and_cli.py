@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import json
 import os
 import signal
+import smtplib
+import ssl
 import sys
 from pathlib import Path
 
@@ -16,8 +20,11 @@ from gateway.emulator import Emulator
 from gateway.emulator.cli import parse_listen
 from tests.emulator.helpers import (
     CLIENT,
+    DEVICE_CODE_GRANT,
     MAILBOX,
+    PUBLIC_CLIENT,
     SECRET,
+    SMTP_SEND,
     TENANT,
     bearer,
     get_token,
@@ -172,6 +179,88 @@ async def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
             code = await process.wait()
         assert code == 0
         assert b"emulator stopped" in rest
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def read_ready(process: asyncio.subprocess.Process) -> dict[str, str]:
+    """The `key: value` lines the CLI prints up to `admin:` (it is then serving)."""
+    assert process.stdout is not None
+    printed: dict[str, str] = {}
+    async with asyncio.timeout(20):
+        while "admin" not in printed:
+            line = (await process.stdout.readline()).decode()
+            assert line, "the emulator exited before it was ready"
+            key, sep, value = line.strip().partition(": ")
+            if sep:
+                printed[key.strip()] = value.strip()
+    return printed
+
+
+async def stop_cli(process: asyncio.subprocess.Process) -> None:
+    process.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(20):
+        await process.communicate()
+    assert process.returncode == 0
+
+
+async def test_cli_smtp_listener_and_users(tmp_path: Path) -> None:
+    apps = tmp_path / "apps.yaml"
+    apps.write_text(
+        yaml.safe_dump(
+            {
+                "apps": [{"tenant_id": TENANT, "client_id": PUBLIC_CLIENT}],
+                "users": [{"username": "carol@contoso.com", "tenant_id": TENANT}],
+            }
+        )
+    )
+    state = tmp_path / "state"
+    process = await start_cli(
+        "--listen", "127.0.0.1:0", "--state-dir", str(state), "--apps", str(apps),
+        "--smtp-listen", "127.0.0.1:0", "--user", "bob@outlook.com=consumers",
+        "--device-code-interval", "0", "--device-code-polls", "0",
+    )  # fmt: skip
+    try:
+        printed = await read_ready(process)
+        assert printed["users"] == "2 configured (carol@contoso.com, bob@outlook.com)"
+        smtp_endpoint, _, extras = printed["smtp endpoint"].partition(" ")
+        assert extras == "(STARTTLS, AUTH XOAUTH2)"
+        host, _, port = smtp_endpoint.rpartition(":")
+        assert host == "127.0.0.1" and int(port) > 0
+
+        emulator = _Remote(printed["login endpoint"], state / "ca.pem")
+        base = f"{emulator.login_endpoint}/{TENANT}/oauth2/v2.0"
+        async with graph_client(emulator) as http:
+            async with http.post(
+                f"{base}/devicecode", data={"client_id": PUBLIC_CLIENT, "scope": SMTP_SEND}
+            ) as response:
+                flow = await response.json()
+            form = {
+                "grant_type": DEVICE_CODE_GRANT,
+                "client_id": PUBLIC_CLIENT,
+                "device_code": flow["device_code"],
+            }
+            async with http.post(f"{base}/token", data=form) as response:
+                token = (await response.json())["access_token"]  # approved on the first poll
+
+        def send() -> tuple[int, bytes]:
+            with smtplib.SMTP(host, int(port), timeout=10) as client:
+                client.starttls(context=ssl.create_default_context(cafile=emulator.ca_file))
+                client.ehlo()  # RFC 3207: the session starts over after STARTTLS
+                sasl = f"user=carol@contoso.com\x01auth=Bearer {token}\x01\x01"
+                answer = client.docmd("AUTH", "XOAUTH2 " + base64.b64encode(sasl.encode()).decode())
+                client.sendmail(
+                    "carol@contoso.com", ["rita@example.com"], b"Subject: hi\r\n\r\nhello\r\n"
+                )
+                return answer
+
+        assert (await asyncio.to_thread(send))[0] == 235
+        [metadata] = [json.loads(p.read_text()) for p in (state / "outbox").glob("*.json")]
+        assert (metadata["mode"], metadata["mailbox"]) == ("smtp", "carol@contoso.com")
+        assert metadata["recipients"] == {"to": [], "cc": [], "bcc": ["rita@example.com"]}
+        await stop_cli(process)
     finally:
         if process.returncode is None:
             process.kill()
