@@ -30,7 +30,7 @@ from gateway.observability.health import HealthServer
 from gateway.observability.metrics import Metrics
 from gateway.observability.status import Status, warn_expiring
 from gateway.observability.systemd import Notifier
-from gateway.routing import Router
+from gateway.routing import Router, advertised_size
 from gateway.smtp.handler import Handler, PolicyState
 from gateway.smtp.listeners import Listeners
 from gateway.spool import Envelope, Spool
@@ -126,7 +126,11 @@ class Gateway:
                 executor=self._accept_io,
                 metrics=self.metrics,
             )
-            self.listeners = Listeners(self.config.smtp, handler)
+            self.listeners = Listeners(
+                self.config.smtp,
+                handler,
+                advertised_size(self.config.smtp, self.config.tenants, self.config.routing),
+            )
             await self.listeners.start()
         except BaseException:
             await self._close()
@@ -188,7 +192,8 @@ class Gateway:
         try:
             new = await asyncio.to_thread(load_config, self.config.source)
             await asyncio.to_thread(check_certificates, new.tenants)
-            restart = self.listeners.reload(new.smtp) if self.listeners else []
+            size = advertised_size(new.smtp, new.tenants, new.routing)
+            restart = self.listeners.reload(new.smtp, size) if self.listeners else []
         except ConfigError as error:
             log.error(
                 "reload_failed",

@@ -19,12 +19,13 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.config import Tenant
+from gateway.config import Tenant, format_size
 from gateway.delivery.classify import classify
 from gateway.errors import ConfigError, TokenError
 from gateway.graph.client import GraphClient, GraphTransportError, open_graph_client
 from gateway.graph.credentials import certificate_summary
 from gateway.graph.tokens import TokenProvider
+from gateway.routing import Route
 
 
 @dataclass
@@ -121,6 +122,7 @@ async def check_tenant(
             "Mail.Send is not in the token's roles: add the Microsoft Graph application "
             "permission Mail.Send and grant admin consent",
         )
+    _check_size(tenant, roles, report)
     if not (mailbox or send_test):
         return report
     async with open_graph_client(timeout=timeout, proxy=proxy) as graph:
@@ -131,6 +133,23 @@ async def check_tenant(
                 graph, tenant, token, report, mailbox=mailbox or tenant.send_as, recipient=send_test
             )
     return report
+
+
+def _check_size(tenant: Tenant, roles: list[str] | None, report: TenantReport) -> None:
+    """The largest message this tenant's mail may be, why, and whether the large-message
+    path has the permission it needs."""
+    route = Route(tenant, "", mode=tenant.mode)
+    detail = f"up to {format_size(route.size_limit)}: {route.size_reason()}"
+    if route.large and roles is not None and "Mail.ReadWrite" not in roles:
+        report.add(
+            "message size",
+            False,
+            f"{detail}; but Mail.ReadWrite is not in the token's roles, so large messages would "
+            "wait in the queue: add the Microsoft Graph application permission Mail.ReadWrite "
+            "and grant admin consent, or set large_messages: false",
+        )
+        return
+    report.add("message size", True, detail)
 
 
 async def _probe(

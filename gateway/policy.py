@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from gateway import replies
 from gateway.addresses import Address, parse_mailbox, sender_matches
-from gateway.config import Client, User
+from gateway.config import MIME_SUBMISSION_LIMIT, Client, User, format_size
 from gateway.errors import PolicyError
 from gateway.mime.headers import full_header_addresses, header_values, quick_addresses
 from gateway.routing import Route, Router
@@ -145,4 +145,20 @@ def check_structure(header_section: bytes, raw: bytes, *, max_header: int, max_p
     if parts > max_parts:
         raise PolicyError(
             replies.MIME_TOO_COMPLEX, f"{parts} multipart containers (smtp.max_multipart_parts)"
+        )
+
+
+def check_size(size: int, route: Route, *, signed: bool = False) -> None:
+    """Refuse a message the sender's route cannot deliver: over its size limit, or signed or
+    encrypted and too big for one MIME request (a conversion would break the signature)."""
+    if size > route.size_limit:
+        raise PolicyError(
+            replies.too_big_for_sender(format_size(route.size_limit)),
+            f"{size} bytes is over this route's limit: {route.size_reason()}",
+        )
+    if signed and size > MIME_SUBMISSION_LIMIT:
+        raise PolicyError(
+            replies.SIGNED_TOO_BIG,
+            f"signed or encrypted messages go to Graph as one MIME request, which carries at "
+            f"most {format_size(MIME_SUBMISSION_LIMIT)}; this one is {size} bytes",
         )

@@ -48,12 +48,18 @@ STARTTLS_FIRST = Reply(530, "5.7.0", "Must issue a STARTTLS command first")
 HEADER_TOO_BIG = Reply(552, "5.3.4", "Message header section too large")
 MIME_TOO_COMPLEX = Reply(554, "5.6.0", "MIME structure nested too deeply")
 MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds the fixed limit")
+SIGNED_TOO_BIG = Reply(552, "5.3.4", "Signed or encrypted message too big to relay unchanged")
 SPOOL_UNAVAILABLE = Reply(452, "4.3.1", "Insufficient system storage, try again later")
 UNEXPECTED = Reply(451, "4.3.0", "Temporary local problem, try again later")
 SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down, try again later")
 OK = Reply(250, "2.0.0", "OK")
 SENDER_OK = Reply(250, "2.1.0", "Sender OK")
 RECIPIENT_OK = Reply(250, "2.1.5", "Recipient OK")
+
+
+def too_big_for_sender(limit: str) -> Reply:
+    """The message (or its declared SIZE) is over what this sender's route delivers."""
+    return Reply(552, "5.3.4", f"Message too big for this sender (limit {limit})")
 
 
 def queued(queue_id: str) -> Reply:

@@ -3,6 +3,8 @@
 from gateway.config.loader import LOOPBACK_CLIENT, load_config, parse_config
 from gateway.config.model import (
     CLOUD_ENDPOINTS,
+    GRAPH_REQUEST_LIMIT,
+    LARGE_MESSAGE_LIMIT,
     MIME_SUBMISSION_LIMIT,
     CertificateCredential,
     Client,
@@ -15,6 +17,7 @@ from gateway.config.model import (
     RoutingSettings,
     SmtpSettings,
     SpoolSettings,
+    SubmissionMode,
     Tenant,
     TlsFiles,
     TlsMode,
@@ -25,6 +28,8 @@ from gateway.config.units import format_size, parse_duration, parse_size
 
 __all__ = [
     "CLOUD_ENDPOINTS",
+    "GRAPH_REQUEST_LIMIT",
+    "LARGE_MESSAGE_LIMIT",
     "LOOPBACK_CLIENT",
     "MIME_SUBMISSION_LIMIT",
     "CertificateCredential",
@@ -39,6 +44,7 @@ __all__ = [
     "Secret",
     "SmtpSettings",
     "SpoolSettings",
+    "SubmissionMode",
     "Tenant",
     "TlsFiles",
     "TlsMode",

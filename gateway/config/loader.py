@@ -21,6 +21,9 @@ import yaml
 from gateway.addresses import parse_mailbox
 from gateway.config.model import (
     CLOUD_ENDPOINTS,
+    EXCHANGE_DEFAULT_MAX_SEND,
+    LARGE_MESSAGE_LIMIT,
+    MIME_SUBMISSION_LIMIT,
     CertificateCredential,
     Client,
     Cloud,
@@ -32,12 +35,14 @@ from gateway.config.model import (
     RoutingSettings,
     SmtpSettings,
     SpoolSettings,
+    SubmissionMode,
     Tenant,
     TlsFiles,
     TlsMode,
     User,
 )
 from gateway.config.reader import Reader, join
+from gateway.config.units import format_size
 from gateway.errors import ConfigError, ConfigIssue
 
 _TOP_KEYS = (
@@ -400,6 +405,9 @@ def _read_tenant(reader: Reader, value: object, path: str) -> Tenant | None:
         "send_as",
         "keep_from",
         "certificate",
+        "mode",
+        "large_messages",
+        "max_message_size",
     )
     node = reader.mapping(value, path, keys)
     if node is None:
@@ -453,6 +461,19 @@ def _read_tenant(reader: Reader, value: object, path: str) -> Tenant | None:
             "keep_from needs send_as",
             "keep_from keeps the original From while sending as the send_as mailbox",
         )
+    mode = SubmissionMode(
+        reader.choice(node, "mode", path, [m.value for m in SubmissionMode], "auto")
+    )
+    large = reader.boolean(node, "large_messages", path, False)
+    largest = reader.size(
+        node, "max_message_size", path, EXCHANGE_DEFAULT_MAX_SEND, minimum=MIME_SUBMISSION_LIMIT
+    )
+    if largest > LARGE_MESSAGE_LIMIT:
+        reader.issue(
+            join(path, "max_message_size"),
+            f"{format_size(largest)} is more than Graph takes",
+            "upload sessions carry at most 150 MiB per message",
+        )
     return Tenant(
         name,
         tenant_id,
@@ -468,6 +489,9 @@ def _read_tenant(reader: Reader, value: object, path: str) -> Tenant | None:
         send_as,
         keep_from,
         certificate,
+        mode,
+        large,
+        min(largest, LARGE_MESSAGE_LIMIT),
     )
 
 
@@ -522,23 +546,7 @@ def _read_routing(reader: Reader, value: object, tenants: tuple[Tenant, ...]) ->
             f"no tenant named {default!r}",
             "use the name of one of the tenants",
         )
-    addresses: list[tuple[str, str]] = []
-    for sender, tenant in _pairs(reader, node.get("addresses"), "routing.addresses"):
-        address = parse_mailbox(sender)
-        if address is None:
-            reader.issue(
-                join("routing.addresses", sender),
-                "not an address",
-                "map sender addresses to tenant names",
-            )
-        elif tenant not in names:
-            reader.issue(
-                join("routing.addresses", sender),
-                f"no tenant named {tenant!r}",
-                "use the name of one of the tenants",
-            )
-        else:
-            addresses.append((str(address).lower(), tenant))
+    addresses, modes = _read_address_routes(reader, node.get("addresses"), names)
     send_as: list[tuple[str, str]] = []
     for domain, mailbox in _pairs(reader, node.get("send_as"), "routing.send_as"):
         address = parse_mailbox(mailbox)
@@ -550,7 +558,49 @@ def _read_routing(reader: Reader, value: object, tenants: tuple[Tenant, ...]) ->
             )
         else:
             send_as.append((domain.lower(), str(address)))
-    return RoutingSettings(default, tuple(addresses), tuple(send_as))
+    return RoutingSettings(
+        default_tenant=default,
+        addresses=tuple(addresses),
+        send_as=tuple(send_as),
+        modes=tuple(modes),
+    )
+
+
+def _read_address_routes(
+    reader: Reader, entries: object, names: set[str]
+) -> tuple[list[tuple[str, str]], list[tuple[str, SubmissionMode]]]:
+    """`routing.addresses`: sender → tenant name, or sender → {tenant, mode}."""
+    addresses: list[tuple[str, str]] = []
+    modes: list[tuple[str, SubmissionMode]] = []
+    if entries is not None and not isinstance(entries, dict):
+        reader.issue("routing.addresses", "expected a mapping", "sender@domain: tenant")
+        entries = None
+    for sender, target in (entries or {}).items():
+        where = join("routing.addresses", str(sender))
+        address = parse_mailbox(str(sender))
+        if address is None:
+            reader.issue(where, "not an address", "map sender addresses to tenant names")
+            continue
+        key = str(address).lower()
+        if isinstance(target, dict):
+            route = reader.mapping(target, where, ("tenant", "mode")) or {}
+            tenant = reader.string(route, "tenant", where) or ""
+            if "mode" in route:
+                modes.append((key, SubmissionMode(reader.choice(
+                    route, "mode", where, [m.value for m in SubmissionMode], "auto"
+                ))))
+            if not tenant and "mode" not in route:
+                reader.issue(where, "nothing to override", "give a tenant, a mode or both")
+        elif isinstance(target, str):
+            tenant = target
+        else:
+            reader.issue(where, "expected a tenant name or a mapping", "tenant: NAME, mode: json")
+            continue
+        if tenant and tenant not in names:
+            reader.issue(where, f"no tenant named {tenant!r}", "use the name of one of the tenants")
+        elif tenant:
+            addresses.append((key, tenant))
+    return addresses, modes
 
 
 def _pairs(reader: Reader, value: object, path: str) -> list[tuple[str, str]]:

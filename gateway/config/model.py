@@ -22,6 +22,18 @@ GRAPH_REQUEST_LIMIT = 4 * 1024 * 1024
 MIME_SUBMISSION_LIMIT = GRAPH_REQUEST_LIMIT * 3 // 4 - 64 * 1024
 
 
+LARGE_MESSAGE_LIMIT = 150 * 1024 * 1024  # the most Graph's upload sessions take per message
+EXCHANGE_DEFAULT_MAX_SEND = 35 * 1024 * 1024  # Exchange Online's default MaxSendSize
+
+
+class SubmissionMode(StrEnum):
+    """How a message goes to Graph."""
+
+    AUTO = "auto"  # MIME when it fits one request, else the large-message path (if enabled)
+    MIME = "mime"  # always the raw MIME, never converted (too big: refused at DATA)
+    JSON = "json"  # always converted to Graph's message JSON
+
+
 class TlsMode(StrEnum):
     """How a listener uses TLS."""
 
@@ -87,13 +99,6 @@ class SmtpSettings:
     max_header_size: int = 256 * 1024  # Exchange Online's total header limit
     max_multipart_parts: int = 100  # multipart containers per message (Postfix's nesting limit)
 
-    @property
-    def deliverable_size(self) -> int:
-        """The largest message that can be accepted: the configured maximum, capped by what one
-        Graph MIME request carries (4 MB of base64, less room for the headers the gateway adds).
-        """
-        return min(self.max_message_size, MIME_SUBMISSION_LIMIT)
-
 
 @dataclass(frozen=True, slots=True)
 class Client:
@@ -148,6 +153,9 @@ class Tenant:
     send_as: str = ""  # mailbox to send as for every sender of this tenant ("" = the sender)
     keep_from: bool = False  # with send_as: keep the original From (needs Send As rights)
     certificate: CertificateCredential | None = field(default=None, repr=False)
+    mode: SubmissionMode = SubmissionMode.AUTO
+    large_messages: bool = False  # drafts + upload sessions (needs Mail.ReadWrite)
+    max_message_size: int = EXCHANGE_DEFAULT_MAX_SEND  # the mailboxes' MaxSendSize
 
     @property
     def authority(self) -> str:
@@ -210,6 +218,7 @@ class RoutingSettings:
 
     default_tenant: str = ""  # tenant for sender domains no tenant lists ("" = refuse them)
     addresses: tuple[tuple[str, str], ...] = ()  # (sender address, tenant name) overrides
+    modes: tuple[tuple[str, SubmissionMode], ...] = ()  # (sender address, mode) overrides
     send_as: tuple[tuple[str, str], ...] = ()  # (sender domain, mailbox to send as)
 
 

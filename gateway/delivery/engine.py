@@ -2,7 +2,8 @@
 
 A worker takes the next due queue ID, asks the mailbox gates whether that sender's mailbox may
 get another request now (Retry-After windows, pacing, at most four in flight), then leases the
-message, makes its headers agree with the envelope, gets a token and posts the MIME to Graph.
+message and hands it to the submitter (raw MIME, Graph JSON or draft + upload sessions, see
+submit.py).
 The answer decides: delivered (removed from the spool), permanent failure (held with its reason,
 and a delivery status notification queued for the sender), or a retry at `Retry-After` or after
 an exponential backoff — until the maximum queue lifetime, when it is held and bounced too.
@@ -27,16 +28,15 @@ from gateway.addresses import parse_mailbox
 from gateway.config import DeliverySettings
 from gateway.delivery.backoff import backoff_delay
 from gateway.delivery.bounces import Bouncer
-from gateway.delivery.classify import Outcome, classify
+from gateway.delivery.classify import Outcome
 from gateway.delivery.mailboxes import Admit, MailboxGates, WaitUntil
 from gateway.delivery.schedule import Schedule, ScheduleClosedError
+from gateway.delivery.submit import Submitter
 from gateway.errors import TokenError
 from gateway.graph.client import GraphAnswer, GraphClient, GraphTransportError
 from gateway.graph.tokens import TokenProviders
 from gateway.mime.dsn import Failure
 from gateway.mime.headers import message_id
-from gateway.mime.recipients import with_envelope_bcc
-from gateway.mime.sender import rewrite_from
 from gateway.routing import Route, Router
 from gateway.spool import Envelope, QueuedMessage, Spool
 from gateway.spool.format import CorruptRecord
@@ -93,7 +93,7 @@ class DeliveryEngine:
         self._spool = spool
         self._router = router
         self._tokens = tokens
-        self._graph = graph
+        self._submitter = Submitter(graph, tokens)
         self._settings = settings
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self._schedule = Schedule()
@@ -260,19 +260,14 @@ class DeliveryEngine:
                 config=True,
             )
             return
-        prepared = with_envelope_bcc(queued.message, list(queued.envelope.rcpt_tos))
-        bound = bound.bind(mode="mime", message_id=message_id(queued.message))
+        bound = bound.bind(message_id=message_id(queued.message))
+        recipients = list(queued.envelope.rcpt_tos)
         for number, route in enumerate(routes, 1):
             last = number == len(routes)
             routed = bound.bind(tenant=route.tenant.name, mailbox=route.mailbox, route=number)
             self._tenants[queued.queue_id] = route.tenant.name
-            message = prepared.message
-            if route.rewrite_from:
-                message = rewrite_from(
-                    message, route.mailbox, reply_to_sender=route.reply_to_sender
-                )
             try:
-                answer, outcome = await self._send(route, message)
+                submitted = await self._submitter.submit(route, queued.message, recipients, routed)
             except TokenError as error:
                 if not last:  # failover: this app cannot get a token; try the next route
                     routed.warning("route_failed", reason=error.reason, code=error.code)
@@ -290,6 +285,8 @@ class DeliveryEngine:
                     )
                 await self._defer(queued, attempt, routed, reason=error.reason)
                 return
+            answer, outcome = submitted.answer, submitted.outcome
+            routed = routed.bind(mode=submitted.form.value)
             if answer.code == "ErrorAccessDenied" and not last:
                 routed.warning(
                     "route_failed",
@@ -313,24 +310,6 @@ class DeliveryEngine:
             return []
         send_as, reply_to = self._identity(envelope)
         return self._router().routes(sender, send_as, reply_to_sender=reply_to)
-
-    async def _send(self, route: Route, message: bytes) -> tuple[GraphAnswer, Outcome]:
-        """One Graph request (and one more after a 401 with a fresh token)."""
-        provider = self._tokens.for_tenant(route.tenant)
-        for _refresh in range(2):
-            token = await provider.get()
-            answer = await self._graph.send_mime(
-                graph_endpoint=route.tenant.graph_endpoint,
-                mailbox=route.mailbox,
-                message=message,
-                token=token,
-                ca_file=route.tenant.ca_file,
-            )
-            outcome = classify(answer.status, answer.code)
-            if not outcome.refresh_token:
-                break
-            provider.invalidate()
-        return answer, outcome
 
     async def _finish(
         self,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import io
 import json
 import ssl
 import time
@@ -16,11 +17,14 @@ import urllib.request
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import aiohttp
 
 from gateway.delivery.backoff import parse_retry_after
+
+_STREAMED = 1024 * 1024  # request bodies above this are streamed
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +86,10 @@ class GraphClient:
             self._contexts[ca_file] = context
         return context
 
+    @staticmethod
+    def _users(graph_endpoint: str, mailbox: str) -> str:
+        return f"{graph_endpoint.rstrip('/')}/users/{quote(mailbox, safe='@')}"
+
     async def send_mime(
         self,
         *,
@@ -92,10 +100,11 @@ class GraphClient:
         ca_file: Path | None = None,
     ) -> GraphAnswer:
         """POST the message as base64 MIME to `/users/{mailbox}/sendMail`."""
-        url = f"{graph_endpoint.rstrip('/')}/users/{quote(mailbox, safe='@')}/sendMail"
+        url = f"{self._users(graph_endpoint, mailbox)}/sendMail"
         body = base64.b64encode(message)
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "text/plain"}
-        return await self._post(url, body, headers, ca_file)
+        answer, _document = await self._request("POST", url, body, headers, ca_file)
+        return answer
 
     async def send_json(
         self,
@@ -106,19 +115,100 @@ class GraphClient:
         token: str,
         ca_file: Path | None = None,
     ) -> GraphAnswer:
-        """POST a JSON sendMail request (used by `check` to probe a mailbox)."""
-        url = f"{graph_endpoint.rstrip('/')}/users/{quote(mailbox, safe='@')}/sendMail"
-        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-        return await self._post(url, json.dumps(payload).encode(), headers, ca_file)
+        """POST a JSON sendMail request (`{"message": …, "saveToSentItems": …}`)."""
+        url = f"{self._users(graph_endpoint, mailbox)}/sendMail"
+        answer, _document = await self._json("POST", url, payload, token, ca_file)
+        return answer
 
-    async def _post(
-        self, url: str, body: bytes, headers: dict[str, str], ca_file: Path | None
+    async def create_draft(
+        self, *, graph_endpoint: str, mailbox: str, message: dict[str, Any], token: str,
+        ca_file: Path | None = None,
+    ) -> tuple[GraphAnswer, str]:
+        """POST a draft to `/users/{mailbox}/messages`; (answer, the draft's id or "")."""
+        url = f"{self._users(graph_endpoint, mailbox)}/messages"
+        answer, document = await self._json("POST", url, message, token, ca_file)
+        return answer, str(document.get("id", "")) if answer.status == 201 else ""
+
+    async def add_attachment(
+        self, *, graph_endpoint: str, mailbox: str, draft: str, attachment: dict[str, Any],
+        token: str, ca_file: Path | None = None,
     ) -> GraphAnswer:
+        """POST one attachment (under 3 MB) to a draft."""
+        url = f"{self._users(graph_endpoint, mailbox)}/messages/{quote(draft, safe='')}/attachments"
+        answer, _document = await self._json("POST", url, attachment, token, ca_file)
+        return answer
+
+    async def create_upload_session(
+        self, *, graph_endpoint: str, mailbox: str, draft: str, item: dict[str, Any],
+        token: str, ca_file: Path | None = None,
+    ) -> tuple[GraphAnswer, str]:
+        """Open an upload session for one large attachment; (answer, its uploadUrl or "")."""
+        url = (f"{self._users(graph_endpoint, mailbox)}/messages/{quote(draft, safe='')}"
+               "/attachments/createUploadSession")
+        answer, document = await self._json("POST", url, {"AttachmentItem": item}, token, ca_file)
+        upload_url = document.get("uploadUrl", "") if answer.status in (200, 201) else ""
+        return answer, str(upload_url)
+
+    async def upload_chunk(
+        self, *, upload_url: str, chunk: bytes, start: int, total: int,
+        ca_file: Path | None = None,
+    ) -> tuple[GraphAnswer, int | None]:
+        """PUT bytes `start…` of an attachment to its pre-authenticated upload URL (which must
+        get no Authorization header); (answer, the next offset Graph expects, None when the
+        upload is complete or Graph did not say)."""
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "Content-Range": f"bytes {start}-{start + len(chunk) - 1}/{total}",
+        }
+        answer, document = await self._request("PUT", upload_url, chunk, headers, ca_file)
+        return answer, _next_expected(document)
+
+    async def upload_status(
+        self, *, upload_url: str, ca_file: Path | None = None
+    ) -> tuple[GraphAnswer, int | None]:
+        """Ask an upload session where to go on (after a chunk that got no clear answer)."""
+        answer, document = await self._request("GET", upload_url, b"", {}, ca_file)
+        return answer, _next_expected(document)
+
+    async def send_draft(
+        self, *, graph_endpoint: str, mailbox: str, draft: str, token: str,
+        ca_file: Path | None = None,
+    ) -> GraphAnswer:
+        """POST `/messages/{id}/send` (an empty body with `Content-Length: 0`)."""
+        url = f"{self._users(graph_endpoint, mailbox)}/messages/{quote(draft, safe='')}/send"
+        headers = {"Authorization": f"Bearer {token}", "Content-Length": "0"}
+        answer, _document = await self._request("POST", url, b"", headers, ca_file)
+        return answer
+
+    async def delete_message(
+        self, *, graph_endpoint: str, mailbox: str, draft: str, token: str,
+        ca_file: Path | None = None,
+    ) -> GraphAnswer:
+        """DELETE a draft (one left behind by a failed large-message delivery)."""
+        url = f"{self._users(graph_endpoint, mailbox)}/messages/{quote(draft, safe='')}"
+        headers = {"Authorization": f"Bearer {token}"}
+        answer, _document = await self._request("DELETE", url, b"", headers, ca_file)
+        return answer
+
+    async def _json(
+        self, method: str, url: str, payload: dict[str, Any], token: str, ca_file: Path | None
+    ) -> tuple[GraphAnswer, dict[str, Any]]:
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        body = json.dumps(payload, ensure_ascii=False).encode("utf-8", "surrogatepass")
+        return await self._request(method, url, body, headers, ca_file)
+
+    async def _request(
+        self, method: str, url: str, body: bytes, headers: dict[str, str], ca_file: Path | None
+    ) -> tuple[GraphAnswer, dict[str, Any]]:
         started = time.monotonic()
+        # Large bodies go as a stream that yields to the event loop between 64 KiB pieces,
+        # so a 4 MB request does not hold up SMTP clients waiting for their 250.
+        data: bytes | io.BytesIO = io.BytesIO(body) if len(body) > _STREAMED else body
         try:
-            async with self._session.post(
+            async with self._session.request(
+                method,
                 url,
-                data=body,
+                data=data,
                 headers=headers,
                 timeout=self._timeout,
                 ssl=self._ssl(ca_file),
@@ -139,19 +229,36 @@ class GraphClient:
             ) from None
 
 
-def _answer(response: aiohttp.ClientResponse, payload: bytes, duration: float) -> GraphAnswer:
+def _next_expected(document: dict[str, Any]) -> int | None:
+    """The first offset of `nextExpectedRanges` (["3932160-"] or Outlook's ["3932160"])."""
+    ranges = document.get("nextExpectedRanges") or document.get("NextExpectedRanges")
+    if not isinstance(ranges, list) or not ranges:
+        return None
+    first = str(ranges[0]).split("-", 1)[0].strip()
+    return int(first) if first.isdigit() else None
+
+
+def _answer(
+    response: aiohttp.ClientResponse, payload: bytes, duration: float
+) -> tuple[GraphAnswer, dict[str, Any]]:
     code = message = ""
     request_id = response.headers.get("request-id", "")
+    document: dict[str, Any] = {}
     if payload and response.content_type == "application/json":
         try:
-            error = json.loads(payload).get("error", {})
-            code = str(error.get("code", ""))
-            message = str(error.get("message", ""))
-            inner = error.get("innerError") or {}
-            request_id = request_id or str(inner.get("request-id", ""))
-        except (ValueError, AttributeError):
-            pass
-    return GraphAnswer(
+            parsed = json.loads(payload)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict):
+            document = parsed
+            error = parsed.get("error")
+            if isinstance(error, dict):
+                code = str(error.get("code", ""))
+                message = str(error.get("message", ""))
+                inner = error.get("innerError") or {}
+                if isinstance(inner, dict):
+                    request_id = request_id or str(inner.get("request-id", ""))
+    answer = GraphAnswer(
         status=response.status,
         code=code,
         message=message[:500],
@@ -159,6 +266,7 @@ def _answer(response: aiohttp.ClientResponse, payload: bytes, duration: float) -
         retry_after=parse_retry_after(response.headers.get("Retry-After"), time.time()),
         duration=duration,
     )
+    return answer, document
 
 
 @contextlib.asynccontextmanager

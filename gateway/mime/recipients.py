@@ -37,8 +37,8 @@ class Prepared:
 
 
 def _key(address: str) -> str:
-    local, _, domain = address.rpartition("@")
-    return f"{local}@{domain.lower()}"
+    # Exchange resolves addresses without regard to case, local part included.
+    return address.lower()
 
 
 def with_envelope_bcc(raw: bytes, recipients: list[str]) -> Prepared:
@@ -46,7 +46,8 @@ def with_envelope_bcc(raw: bytes, recipients: list[str]) -> Prepared:
     recipient missing from them."""
     header_section, rest = split_message(raw)
     envelope = {_key(recipient): recipient for recipient in reversed(recipients)}
-    visible, untrusted = header_addresses(header_section, ("to", "cc"))
+    found, untrusted = header_addresses(header_section, ("to", "cc"))
+    visible = {address.lower() for address in found}
     newline = line_ending(raw)
     rewritten = b""
     left_out: list[str] = []

@@ -20,6 +20,7 @@ from prometheus_client import Counter
 from gateway import policy, replies
 from gateway.config import Client, Config
 from gateway.errors import PolicyError, SpoolError
+from gateway.mime.convert import is_signed
 from gateway.mime.headers import split_message
 from gateway.observability.metrics import Metrics
 from gateway.passwords import hash_password, verify_password
@@ -41,6 +42,15 @@ class PolicyState:
 
     config: Config
     router: Router
+
+
+def _declared_size(mail_options: list[str]) -> int | None:
+    """The SIZE= a client declared at MAIL FROM (RFC 1870), if any."""
+    for option in mail_options:
+        name, _, value = option.partition("=")
+        if name.upper() == "SIZE" and value.isdigit():
+            return int(value)
+    return None
 
 
 def _peer(session: GatewaySession) -> tuple[str, int]:
@@ -129,6 +139,13 @@ class Handler:
         except PolicyError as error:
             self._refused(session, "MAIL", error, sender=address)
             return str(error.reply)
+        declared = _declared_size(mail_options)
+        if declared is not None:
+            try:
+                policy.check_size(declared, route)
+            except PolicyError as error:
+                self._refused(session, "MAIL", error, sender=address)
+                return str(error.reply)
         session.route = route
         envelope.mail_from = str(sender)
         envelope.mail_options.extend(mail_options)
@@ -164,9 +181,10 @@ class Handler:
         ip, _port = _peer(session)
         content: bytes = envelope.original_content
         smtp = self._state().config.smtp
+        header_section = split_message(content)[0]
         try:
             policy.check_structure(
-                split_message(content)[0],
+                header_section,
                 content,
                 max_header=smtp.max_header_size,
                 max_parts=smtp.max_multipart_parts,
@@ -174,11 +192,19 @@ class Handler:
         except PolicyError as error:
             self._refused(session, "DATA", error, sender=envelope.mail_from)
             return str(error.reply)
+        if session.route is not None:
+            try:
+                policy.check_size(
+                    len(content), session.route, signed=is_signed(header_section)
+                )
+            except PolicyError as error:
+                self._refused(session, "DATA", error, sender=envelope.mail_from)
+                return str(error.reply)
         rewritten = session.route is not None and session.route.rewrite_from
         if not rewritten:  # a From the gateway replaces anyway need not be allowed
             try:
                 policy.check_header_senders(
-                    split_message(content)[0], policy.identity(session.client, session.user)
+                    header_section, policy.identity(session.client, session.user)
                 )
             except PolicyError as error:
                 self._refused(session, "DATA", error, sender=envelope.mail_from)

@@ -29,8 +29,9 @@ class Bound:
 class Listeners:
     """The SMTP servers of one gateway."""
 
-    def __init__(self, settings: SmtpSettings, handler: Handler) -> None:
+    def __init__(self, settings: SmtpSettings, handler: Handler, size_limit: int) -> None:
         self._settings = settings
+        self._size_limit = size_limit  # SIZE: what the most capable route delivers
         self._handler = handler
         self.registry = SessionRegistry()
         self._servers: list[asyncio.Server] = []
@@ -40,13 +41,14 @@ class Listeners:
     async def start(self) -> None:
         """Bind every listener; the first failure closes the others and is raised."""
         loop = asyncio.get_running_loop()
-        if self._settings.deliverable_size < self._settings.max_message_size:
+        if self._size_limit < self._settings.max_message_size:
             log.warning(
                 "message_size_capped",
                 configured=self._settings.max_message_size,
-                advertised=self._settings.deliverable_size,
-                reason="one Graph MIME request carries at most 4 MB of base64; larger "
-                "messages would be refused by Graph, so SIZE advertises this",
+                advertised=self._size_limit,
+                reason="no tenant can deliver larger messages: one Graph request carries at "
+                "most 4 MB of base64; set large_messages: true on a tenant (needs "
+                "Mail.ReadWrite) to deliver larger ones through upload sessions",
             )
         try:
             for index, listener in enumerate(self._settings.listeners):
@@ -100,7 +102,7 @@ class Listeners:
             listener=listener.name,
             hostname=self._settings.hostname or None,  # None: aiosmtpd uses the FQDN
             ident="smtp-graph-gateway",
-            data_size_limit=self._settings.deliverable_size,
+            data_size_limit=self._size_limit,
             tls_context=starttls,
             require_starttls=listener.require_tls and starttls is not None,
             timeout=self._settings.command_timeout,
@@ -113,7 +115,7 @@ class Listeners:
             auth_exclude_mechanism=["PLAIN", "LOGIN"] if listener.auth == "off" else None,
         )
 
-    def reload(self, settings: SmtpSettings) -> list[str]:
+    def reload(self, settings: SmtpSettings, size_limit: int) -> list[str]:
         """Take new SMTP settings without closing a socket; what still needs a restart.
 
         Certificates are loaded into the existing TLS contexts, so new handshakes (STARTTLS and
@@ -141,6 +143,7 @@ class Listeners:
                     str(listener.tls_files.cert_file), str(listener.tls_files.key_file)
                 )
         self._settings = settings
+        self._size_limit = size_limit
         return []
 
     def address(self, name: str) -> tuple[str, int]:

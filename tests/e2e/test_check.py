@@ -62,3 +62,24 @@ async def test_check_sends_a_real_test_message(tmp_path: Path) -> None:
         [message] = emulator.delivered()
         assert message.mailbox == "scanner@contoso.com"
         assert message.recipients["to"] == ["admin@contoso.com"]
+
+
+async def test_check_states_the_message_size_limit_and_what_raises_it(tmp_path: Path) -> None:
+    both = EmulatorApp(tenant_id="contoso-tenant", client_id="readwrite-app",
+                       client_secret="right-secret", roles=("Mail.Send", "Mail.ReadWrite"))
+    settings = EmulatorSettings(state_dir=tmp_path / "emu", apps=(GOOD, both))
+    async with running_emulator(settings) as emulator:
+        plain = await check(tmp_path, emulator, "--json")
+        [size] = [c for c in json.loads(plain.stdout)["tenants"][0]["checks"]
+                  if c["check"] == "message size"]
+        assert size["result"] == "ok" and "up to 2.9 MiB" in size["detail"]
+        assert "large_messages: true" in size["detail"] and "Mail.ReadWrite" in size["detail"]
+
+        missing = await check(tmp_path, emulator, large_messages=True)
+        assert missing.returncode == 1  # the large path would fail: say so now
+        assert "Mail.ReadWrite is not in the token's roles" in missing.stdout
+
+        granted = await check(tmp_path, emulator, client_id="readwrite-app",
+                              large_messages=True, max_message_size="100MiB")
+        assert granted.returncode == 0, granted.stdout
+        assert "up to 100 MiB" in granted.stdout

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import Cloud, TlsMode, parse_config
+from gateway.addresses import parse_mailbox
+from gateway.config import Cloud, SubmissionMode, TlsMode, parse_config
 from gateway.errors import ConfigError
+from gateway.routing import Router, advertised_size
 
 MINIMAL = """
 smtp:
@@ -187,3 +189,39 @@ def test_user_password_must_be_a_hash(tmp_path: Path) -> None:
     assert errors == [
         "users[0].password_hash: is not a password hash — create one with: smtp-graph-gateway hash-password"
     ]
+
+
+def test_submission_modes_and_large_messages(tmp_path: Path) -> None:
+    text = MINIMAL.replace(
+        "    domains: [contoso.com, \"*.contoso.com\"]\n",
+        "    domains: [contoso.com, \"*.contoso.com\"]\n"
+        "    mode: JSON\n    large_messages: true\n    max_message_size: 100MiB\n",
+    ) + (
+        "routing:\n  addresses:\n"
+        "    printer@contoso.com: {mode: mime}\n"
+        "    erp@contoso.com: contoso\n"
+    )
+    config = parse(text, tmp_path)
+    [tenant] = config.tenants
+    assert (tenant.mode, tenant.large_messages) == (SubmissionMode.JSON, True)
+    assert tenant.max_message_size == 100 * 1024 * 1024
+    router = Router(config.tenants, config.routing)
+    printer = router.route(parse_mailbox("printer@contoso.com"))
+    erp = router.route(parse_mailbox("erp@contoso.com"))
+    assert printer is not None and erp is not None
+    assert printer.mode is SubmissionMode.MIME and printer.size_limit == 3_080_192
+    assert erp.mode is SubmissionMode.JSON and erp.size_limit == 100 * 1024 * 1024
+    assert advertised_size(config.smtp, config.tenants, config.routing) == 35 * 1024 * 1024
+
+
+def test_bad_modes_and_sizes_name_their_paths(tmp_path: Path) -> None:
+    text = MINIMAL.replace(
+        "    domains: [contoso.com, \"*.contoso.com\"]\n",
+        "    domains: [contoso.com, \"*.contoso.com\"]\n"
+        "    mode: eml\n    max_message_size: 200MiB\n",
+    ) + "routing:\n  addresses:\n    printer@contoso.com: {mode: fast}\n    x@contoso.com: {}\n"
+    errors = "\n".join(errors_of(text, tmp_path, {"CONTOSO_SECRET": "x"}))
+    assert "tenants[0].mode" in errors
+    assert "tenants[0].max_message_size" in errors and "150 MiB" in errors
+    assert "routing.addresses.printer@contoso.com.mode" in errors
+    assert "routing.addresses.x@contoso.com" in errors and "nothing to override" in errors
