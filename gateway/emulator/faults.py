@@ -6,6 +6,9 @@ random generator so a run with the same seed and the same request order injects 
 Every injected answer uses the status, `error.code` and message the real service uses for it,
 because the gateway classifies Graph answers by code.
 
+`header_refusals` answers the next N JSON sendMail requests that carry internetMessageHeaders
+with 400 InvalidInternetMessageHeader, as Graph does for headers it will not take.
+
 For the SMTP listener: `smtp_fail_count` transactions in a row are answered `smtp_fail_reply`
 (a 4xx or 5xx SMTP reply line) at `smtp_fail_at`: "mail" (MAIL FROM), "rcpt" (every RCPT TO of
 the transaction) or "data" (after the final dot, instead of taking the message).
@@ -68,6 +71,7 @@ class Faults:
     outage_seconds: float = 0.0
     mailbox_errors: Mapping[str, str] = field(default_factory=dict)
     upload_fail_chunks: int = 0
+    header_refusals: int = 0  # the next N JSON messages with internetMessageHeaders: 400
     concurrency_limit: int = 0  # > 0: answer 429 above this many in-flight requests per mailbox
     smtp_fail_count: int = 0  # SMTP listener: the next N transactions fail …
     smtp_fail_at: str = "data"  # … at "mail", "rcpt" or "data" …
@@ -136,6 +140,7 @@ def _problems(faults: Faults) -> list[str]:
         "throttle_retry_after",
         "unavailable_count",
         "upload_fail_chunks",
+        "header_refusals",
         "concurrency_limit",
         "smtp_fail_count",
     ):
@@ -179,6 +184,7 @@ class FaultState:
         self._throttle_left = faults.throttle_count
         self._unavailable_left = faults.unavailable_count
         self._upload_failures_left = faults.upload_fail_chunks
+        self._header_refusals_left = faults.header_refusals
         self._smtp_failures_left = faults.smtp_fail_count
         self._outage_until = now + faults.outage_seconds
 
@@ -212,6 +218,13 @@ class FaultState:
             return True
         return False
 
+    def take_header_refusal(self) -> bool:
+        """True if this JSON message's custom headers must be refused (consumes one)."""
+        if self._header_refusals_left > 0:
+            self._header_refusals_left -= 1
+            return True
+        return False
+
     def take_smtp_failure(self, stage: str) -> str | None:
         """The reply for an SMTP transaction reaching `stage`, if it must fail (consumes one)."""
         if stage == self.faults.smtp_fail_at and self._smtp_failures_left > 0:
@@ -238,6 +251,7 @@ class FaultState:
                 "throttle_count": self._throttle_left,
                 "unavailable_count": self._unavailable_left,
                 "upload_fail_chunks": self._upload_failures_left,
+                "header_refusals": self._header_refusals_left,
                 "smtp_fail_count": self._smtp_failures_left,
                 "outage_seconds": max(0.0, self._outage_until - now),
             },

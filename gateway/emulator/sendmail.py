@@ -36,6 +36,12 @@ async def send_mail(ctx: GraphContext) -> web.Response:
         recipients = json_recipients(message)
         check_recipients(recipients)
         ctx.check_send_faults()
+        if message.get("internetMessageHeaders") and ctx.state.faults.take_header_refusal():
+            raise GraphFailure(
+                400,
+                "InvalidInternetMessageHeader",
+                "The internet message header is not valid (injected fault).",
+            )
         attachments = json_attachments(message.get("attachments") or [])
         mime = render_json_message(message, mailbox=ctx.mailbox, attachments=attachments)
         ctx.check_message_size(len(mime))

@@ -248,3 +248,23 @@ async def test_size_limits_follow_the_senders_route(tmp_path: Path, emulator: Em
     assert large_ok[0] == 250
     assert too_large[0] == 552  # over what any route delivers: the advertised SIZE
     assert data[0] == 552  # declared nothing, sent too much for a MIME-only route
+
+
+async def test_json_refused_for_its_headers_goes_again_without_them(
+    tmp_path: Path, emulator: Emulator
+) -> None:
+    message = (
+        b"From: erp@contoso.com\r\nTo: alice@contoso.com\r\nSubject: order 77\r\n"
+        b"X-ERP-Document: ORD-77\r\n\r\nOrder confirmed.\r\n"
+    )
+    emulator.set_faults(Faults(header_refusals=1))
+    document = config_document(tmp_path, emulator)
+    document["tenants"][0]["mode"] = "json"
+    async with run_gateway(load_config(write_config(tmp_path, document))) as gateway:
+        await gateway.send("erp@contoso.com", ["alice@contoso.com"], message)
+        [event] = await gateway.delivered(1)
+    [delivered] = emulator.delivered()
+    assert delivered.message_json is not None
+    assert "internetMessageHeaders" not in delivered.message_json
+    assert delivered.message_json["subject"] == "order 77"
+    assert event.result == "delivered"
