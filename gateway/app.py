@@ -25,6 +25,7 @@ from gateway.delivery.engine import DeliveryEngine
 from gateway.errors import ConfigError
 from gateway.graph.client import GraphClient
 from gateway.graph.credentials import msal_client_credential
+from gateway.graph.delegated import provider_for
 from gateway.graph.tokens import TokenProviders
 from gateway.observability.health import HealthServer
 from gateway.observability.metrics import Metrics
@@ -86,6 +87,7 @@ class Gateway:
                 timeout=self.config.delivery.token_timeout,
                 on_result=self.status.token_result,
                 proxy=self.config.proxy,
+                factory=provider_for,
             )
             graph = GraphClient(
                 self._session,
@@ -116,6 +118,7 @@ class Gateway:
                     self.config.http.port,
                     self.status.readiness,
                     self.metrics.render,
+                    self.status.problems,
                 )
                 await self.health.start()
             handler = Handler(

@@ -19,12 +19,12 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.config import Tenant, format_size
+from gateway.config import Tenant, Transport, format_size
 from gateway.delivery.classify import classify
 from gateway.errors import ConfigError, TokenError
 from gateway.graph.client import GraphClient, GraphTransportError, open_graph_client
 from gateway.graph.credentials import certificate_summary
-from gateway.graph.tokens import TokenProvider
+from gateway.graph.delegated import provider_for
 from gateway.routing import Route
 
 
@@ -51,14 +51,41 @@ class TenantReport:
 
 
 def token_roles(token: str) -> list[str] | None:
-    """The `roles` claim of an access token (None when it cannot be read)."""
+    """The permissions an access token carries: its `roles` (application permissions) and the
+    names in its `scp` (delegated ones); None when the token cannot be read."""
     try:
         payload = token.split(".")[1]
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     except (IndexError, ValueError, binascii.Error):
         return None
-    roles = claims.get("roles", []) if isinstance(claims, dict) else []
-    return [str(role) for role in roles] if isinstance(roles, list) else []
+    if not isinstance(claims, dict):
+        return []
+    roles = claims.get("roles", [])
+    found = [str(role) for role in roles] if isinstance(roles, list) else []
+    return found + str(claims.get("scp", "")).split()
+
+
+def _needed_permission(tenant: Tenant) -> tuple[str, str]:
+    """(permission the token must carry, what to do when it does not)."""
+    if tenant.transport is Transport.SMTP_OAUTH:
+        if tenant.delegated:
+            return "SMTP.Send", (
+                "add the delegated permission SMTP.Send (Office 365 Exchange Online) and run "
+                f"`smtp-graph-gateway login {tenant.name}` again"
+            )
+        return "SMTP.SendAsApp", (
+            "add the application permission SMTP.SendAsApp (Office 365 Exchange Online), grant "
+            "admin consent, and register the app's service principal in Exchange "
+            "(New-ServicePrincipal, Add-MailboxPermission)"
+        )
+    if tenant.delegated:
+        return "Mail.Send", (
+            f"add the delegated permission Mail.Send and run `smtp-graph-gateway login "
+            f"{tenant.name}` again"
+        )
+    return "Mail.Send", (
+        "add the Microsoft Graph application permission Mail.Send and grant admin consent"
+    )
 
 
 def _test_message(sender: str, recipient: str) -> bytes:
@@ -101,7 +128,7 @@ async def check_tenant(
             f"thumbprint {summary.sha1_thumbprint}, {days} days left",
             warning=0 < days <= 30,
         )
-    provider = TokenProvider(tenant, timeout=timeout, proxy=proxy)
+    provider = provider_for(tenant, timeout=timeout, proxy=proxy)
     try:
         token = await provider.get()
     except TokenError as error:
@@ -109,19 +136,21 @@ async def check_tenant(
         return report
     finally:
         provider.close()
-    report.add("token", True, f"from {tenant.authority}")
+    who = f", signed in as {tenant.account}" if tenant.delegated else ""
+    report.add("token", True, f"from {tenant.authority}{who}")
     roles = token_roles(token)
+    permission, remedy = _needed_permission(tenant)
+    kind = "delegated" if tenant.delegated else "application"
     if roles is None:
         report.add("permissions", True, "token is opaque; roles not checked", warning=True)
-    elif "Mail.Send" in roles:
-        report.add("permissions", True, "Mail.Send (application) granted")
+    elif permission in roles:
+        report.add("permissions", True, f"{permission} ({kind}) granted")
     else:
-        report.add(
-            "permissions",
-            False,
-            "Mail.Send is not in the token's roles: add the Microsoft Graph application "
-            "permission Mail.Send and grant admin consent",
-        )
+        report.add("permissions", False, f"{permission} is not in the token: {remedy}")
+    if tenant.transport is Transport.SMTP_OAUTH:
+        host, port = tenant.smtp_endpoint
+        report.add("transport", True, f"SMTP with XOAUTH2 to {host}:{port}")
+        return report
     _check_size(tenant, roles, report)
     if not (mailbox or send_test):
         return report
@@ -130,7 +159,12 @@ async def check_tenant(
             await _probe(graph, tenant, token, mailbox, report)
         if send_test:
             await _send_test(
-                graph, tenant, token, report, mailbox=mailbox or tenant.send_as, recipient=send_test
+                graph,
+                tenant,
+                token,
+                report,
+                mailbox=mailbox or tenant.account or tenant.send_as,
+                recipient=send_test,
             )
     return report
 
@@ -162,7 +196,7 @@ async def _probe(
     try:
         answer = await graph.send_json(
             graph_endpoint=tenant.graph_endpoint,
-            mailbox=mailbox,
+            mailbox="" if tenant.delegated else mailbox,  # delegated: /me
             payload=probe,
             token=token,
             ca_file=tenant.ca_file,
@@ -194,7 +228,7 @@ async def _send_test(
     try:
         answer = await graph.send_mime(
             graph_endpoint=tenant.graph_endpoint,
-            mailbox=mailbox,
+            mailbox="" if tenant.delegated else mailbox,  # delegated: /me
             message=_test_message(mailbox, recipient),
             token=token,
             ca_file=tenant.ca_file,

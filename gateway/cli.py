@@ -41,6 +41,19 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--mailbox", help="check that the app may send as this mailbox")
     check.add_argument("--send-test", metavar="TO", help="send a real test message to TO")
 
+    login = commands.add_parser(
+        "login", help="sign in the account of a delegated tenant (auth: delegated)"
+    )
+    login.add_argument("tenant", help="the tenant's name")
+    login.add_argument("--config", "-c", type=Path, required=True, help="YAML configuration")
+    login.add_argument(
+        "--browser",
+        action="store_true",
+        help="sign in in a browser on this machine (authorization code with PKCE on a "
+        "http://localhost redirect) instead of with a device code",
+    )
+    login.add_argument("--port", type=int, default=0, help="with --browser: the redirect port")
+
     demo = commands.add_parser("demo", help="run the gateway with a local Graph emulator")
     demo.add_argument("--smtp-port", type=int, default=2525, help="SMTP port (default 2525)")
     demo.add_argument(
@@ -102,6 +115,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.command == "check":
         return _check(args)
+    if args.command == "login":
+        return _login(args)
     if args.command == "demo":
         configure_logging("info", "auto")
         from gateway.demo import run_demo  # noqa: PLC0415
@@ -169,6 +184,41 @@ def _check(args: argparse.Namespace) -> int:
             for check, result, detail in report.lines:
                 print(f"  {check:<28} {result:<6} {detail}".rstrip())
     return EXIT_OK if all(report.ok for report in reports) else EXIT_FAILURE
+
+
+def _login(args: argparse.Namespace) -> int:
+    from gateway.control import send_request  # noqa: PLC0415 - only for this command
+    from gateway.graph.delegated import (  # noqa: PLC0415
+        LoginError,
+        browser_login,
+        device_code_login,
+    )
+
+    config = load_config(args.config)
+    configure_logging("warning", "auto")
+    tenant = next((t for t in config.tenants if t.name == args.tenant), None)
+    if tenant is None or not tenant.delegated:
+        what = "no tenant" if tenant is None else "no delegated tenant (auth: delegated)"
+        print(f"smtp-graph-gateway: {what} named {args.tenant!r}", file=sys.stderr)
+        return EXIT_USAGE
+
+    def show(text: str) -> None:
+        print(text, flush=True)
+
+    try:
+        if args.browser:
+            signed_in = browser_login(tenant, show=show, port=args.port, proxy=config.proxy)
+        else:
+            signed_in = device_code_login(tenant, show=show, proxy=config.proxy)
+    except LoginError as error:
+        print(f"smtp-graph-gateway: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"signed in as {signed_in.username}; token cache written to {signed_in.cache}")
+    # A running daemon reads the new cache at its next attempt; queued mail goes now.
+    answer = send_request(config.spool.directory, {"operation": "retry", "queue_id": "all"})
+    if answer is not None and answer.get("ok"):
+        print(f"the running gateway retries {len(answer.get('retried', []))} queued message(s)")
+    return EXIT_OK
 
 
 def _hash_password() -> int:

@@ -76,6 +76,13 @@ def check_sender(text: str, client: Client | Identity, router: Router) -> tuple[
             replies.NO_TENANT_FOR_SENDER,
             f"no tenant lists the domain {address.domain!r}; add it to a tenant's domains",
         )
+    if not route.may_send_as(address):
+        raise PolicyError(
+            replies.SENDER_NOT_ALLOWED,
+            f"tenant {route.tenant.name!r} signs in as {route.tenant.account} and sends only as "
+            f"that account and its senders; add {address} to the tenant's senders if the "
+            "account may send as it",
+        )
     return address, route
 
 

@@ -35,6 +35,18 @@ class Route:
     mode: SubmissionMode = SubmissionMode.AUTO
 
     @property
+    def graph_mailbox(self) -> str:
+        """The mailbox in Graph URLs: "" for /me (a delegated sign-in), else `mailbox`."""
+        return "" if self.tenant.delegated else self.mailbox
+
+    def may_send_as(self, sender: Address) -> bool:
+        """A delegated route sends only as its account and the addresses it may send as."""
+        if not self.tenant.delegated:
+            return True
+        address = str(sender).lower()
+        return address == self.tenant.account.lower() or address in self.tenant.senders
+
+    @property
     def large(self) -> bool:
         """Whether messages too big for one request may take the draft + upload path."""
         return self.tenant.large_messages and self.mode is not SubmissionMode.MIME
@@ -109,6 +121,9 @@ class Router:
         """Every route for an envelope sender, first choice first (empty: refuse it)."""
         found = []
         for tenant in self.tenants_for(sender):
+            if tenant.delegated:  # always the signed-in account (/me); see `may_send_as`
+                found.append(Route(tenant, tenant.account, False, reply_to_sender, tenant.mode))
+                continue
             mailbox = (
                 send_as or self._send_as.get(sender.domain.lower()) or tenant.send_as or str(sender)
             )

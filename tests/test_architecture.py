@@ -15,8 +15,8 @@ IO_LIBRARIES = ("asyncio", "aiohttp", "aiosmtpd", "msal", "requests", "socket", 
 # library -> the only modules (prefixes) that may import it
 OWNERS = {
     "aiosmtpd": ("gateway.smtp",),
-    "msal": ("gateway.graph.tokens",),
-    "requests": ("gateway.graph.tokens",),
+    "msal": ("gateway.graph.tokens", "gateway.graph.delegated"),
+    "requests": ("gateway.graph.tokens", "gateway.graph.delegated"),
 }
 COMPOSITION_ROOTS = ("gateway.app", "gateway.cli", "gateway.demo", "gateway.__main__")
 # queue_cli is part of the command line; cli imports it.

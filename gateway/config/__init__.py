@@ -6,6 +6,7 @@ from gateway.config.model import (
     GRAPH_REQUEST_LIMIT,
     LARGE_MESSAGE_LIMIT,
     MIME_SUBMISSION_LIMIT,
+    AuthKind,
     CertificateCredential,
     Client,
     Cloud,
@@ -21,6 +22,7 @@ from gateway.config.model import (
     Tenant,
     TlsFiles,
     TlsMode,
+    Transport,
     User,
 )
 from gateway.config.secrets import Secret
@@ -32,6 +34,7 @@ __all__ = [
     "LARGE_MESSAGE_LIMIT",
     "LOOPBACK_CLIENT",
     "MIME_SUBMISSION_LIMIT",
+    "AuthKind",
     "CertificateCredential",
     "Client",
     "Cloud",
@@ -48,6 +51,7 @@ __all__ = [
     "Tenant",
     "TlsFiles",
     "TlsMode",
+    "Transport",
     "User",
     "format_size",
     "load_config",

@@ -8,6 +8,7 @@ configuration that cannot work.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import ipaddress
 import os
@@ -24,6 +25,8 @@ from gateway.config.model import (
     EXCHANGE_DEFAULT_MAX_SEND,
     LARGE_MESSAGE_LIMIT,
     MIME_SUBMISSION_LIMIT,
+    SMTP_ENDPOINTS,
+    AuthKind,
     CertificateCredential,
     Client,
     Cloud,
@@ -39,6 +42,7 @@ from gateway.config.model import (
     Tenant,
     TlsFiles,
     TlsMode,
+    Transport,
     User,
 )
 from gateway.config.reader import Reader, join
@@ -131,13 +135,23 @@ def _read_config(reader: Reader, document: object, source: Path | None) -> Confi
         )
     _check_unique(reader, "tenants", [t.name for t in tenants], "name")
     _check_domains(reader, tenants)
+    spool = _read_spool(reader, root.get("spool"), smtp.max_message_size)
+    # A delegated tenant's token cache defaults to tokens/NAME.json beside the spool directory.
+    tenants = tuple(
+        dataclasses.replace(
+            tenant, token_cache=spool.directory.parent / "tokens" / f"{tenant.name}.json"
+        )
+        if tenant.delegated and tenant.token_cache is None
+        else tenant
+        for tenant in tenants
+    )
     shutdown = reader.mapping(root.get("shutdown"), "shutdown", ("drain_timeout",)) or {}
     return Config(
         smtp=smtp,
         clients=clients if root.get("clients") is not None else (LOOPBACK_CLIENT,),
         users=users,
         tenants=tenants,
-        spool=_read_spool(reader, root.get("spool"), smtp.max_message_size),
+        spool=spool,
         delivery=_read_delivery(reader, root.get("delivery")),
         http=_read_http(reader, root.get("http")),
         logging=_read_logging(reader, root.get("logging")),
@@ -408,21 +422,37 @@ def _read_tenant(reader: Reader, value: object, path: str) -> Tenant | None:
         "mode",
         "large_messages",
         "max_message_size",
+        "auth",
+        "account",
+        "senders",
+        "token_cache",
+        "transport",
+        "smtp_endpoint",
     )
     node = reader.mapping(value, path, keys)
     if node is None:
         return None
     name = reader.required_string(node, "name", path, "give each tenant a short name")
-    tenant_id = reader.required_string(
-        node, "tenant_id", path, "the Directory (tenant) ID from the app's Overview page"
-    )
+    auth = AuthKind(reader.choice(node, "auth", path, [a.value for a in AuthKind], "app"))
+    delegated = auth is AuthKind.DELEGATED
+    if delegated:
+        # organizations, consumers (personal Microsoft accounts) or one tenant's ID
+        tenant_id = reader.string(node, "tenant_id", path) or "consumers"
+    else:
+        tenant_id = reader.required_string(
+            node, "tenant_id", path, "the Directory (tenant) ID from the app's Overview page"
+        )
     client_id = reader.required_string(
         node, "client_id", path, "the Application (client) ID from the app's Overview page"
     )
     certificate = _read_certificate(reader, node.get("certificate"), join(path, "certificate"))
     has_secret = "client_secret" in node or "client_secret_file" in node
     secret = reader.secret(
-        node, "client_secret", path, required=certificate is None, what="client secret"
+        node,
+        "client_secret",
+        path,
+        required=certificate is None and not delegated,
+        what="client secret",
     )
     if certificate is not None and has_secret:
         reader.issue(
@@ -450,7 +480,8 @@ def _read_tenant(reader: Reader, value: object, path: str) -> Tenant | None:
     graph = _https_url(reader, node, "graph_endpoint", path, graph_default + "/v1.0")
     ca_file = reader.existing_file(node, "ca_file", path)
     expires = _read_date(reader, node, "client_secret_expires", path)
-    if secret is None and certificate is None:
+    sign_in = _read_sign_in(reader, node, path, delegated=delegated, cloud=cloud)
+    if sign_in is None or (secret is None and certificate is None and not delegated):
         return None
     priority = reader.integer(node, "priority", path, 0, minimum=0, maximum=1000)
     send_as = _read_mailbox(reader, node, "send_as", path)
@@ -492,7 +523,69 @@ def _read_tenant(reader: Reader, value: object, path: str) -> Tenant | None:
         mode,
         large,
         min(largest, LARGE_MESSAGE_LIMIT),
+        **sign_in,
     )
+
+
+def _read_sign_in(
+    reader: Reader, node: Mapping[str, Any], path: str, *, delegated: bool, cloud: Cloud
+) -> dict[str, Any] | None:
+    """The delegated sign-in and transport keys of a tenant (None when they are unusable)."""
+    fields: dict[str, Any] = {"auth": AuthKind.DELEGATED if delegated else AuthKind.APP}
+    transport = Transport(
+        reader.choice(node, "transport", path, [t.value for t in Transport], "graph")
+    )
+    fields["transport"] = transport
+    endpoint = _read_endpoint(reader, node, path, cloud, needed=transport is Transport.SMTP_OAUTH)
+    if endpoint is not None:
+        fields["smtp_endpoint"] = endpoint
+    delegated_keys = [key for key in ("account", "senders", "token_cache") if key in node]
+    if not delegated:
+        for key in delegated_keys:
+            reader.issue(join(path, key), "only for auth: delegated", "remove it, or set auth")
+        return fields
+    if "client_secret" in node or "client_secret_file" in node or "certificate" in node:
+        reader.issue(
+            join(path, "auth"),
+            "a delegated tenant signs in a user, not the app: it has no secret or certificate",
+            "remove the credential (register the app as a public client), or use auth: app",
+        )
+    account = _read_mailbox(reader, node, "account", path)
+    if not account:
+        if "account" not in node:
+            reader.issue(
+                join(path, "account"),
+                "a delegated tenant needs the account that signs in",
+                "e.g. account: scanner@contoso.com (then run `smtp-graph-gateway login`)",
+            )
+        return None
+    fields["account"] = account
+    senders = []
+    for index, text in enumerate(reader.string_list(node, "senders", path)):
+        address = parse_mailbox(text)
+        if address is None:
+            reader.issue(join(join(path, "senders"), index), f"not an address: {text!r}")
+        else:
+            senders.append(str(address).lower())
+    fields["senders"] = tuple(senders)
+    cache = reader.string(node, "token_cache", path)
+    fields["token_cache"] = reader.resolve_path(cache) if cache else None
+    return fields
+
+
+def _read_endpoint(
+    reader: Reader, node: Mapping[str, Any], path: str, cloud: Cloud, *, needed: bool
+) -> tuple[str, int] | None:
+    """`smtp_endpoint: host:port`, by default the cloud's Exchange Online submission host."""
+    text = reader.string(node, "smtp_endpoint", path)
+    if text is None:
+        return SMTP_ENDPOINTS[cloud.value]
+    host, colon, port = text.rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        reader.issue(join(path, "smtp_endpoint"), f"not host:port: {text!r}",
+                     "e.g. smtp.office365.com:587")
+        return None
+    return host.strip("[]"), int(port)
 
 
 def _read_certificate(reader: Reader, value: object, path: str) -> CertificateCredential | None:

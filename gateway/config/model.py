@@ -34,6 +34,29 @@ class SubmissionMode(StrEnum):
     JSON = "json"  # always converted to Graph's message JSON
 
 
+class AuthKind(StrEnum):
+    """How the gateway signs in to a tenant."""
+
+    APP = "app"  # application permissions: client secret or certificate
+    DELEGATED = "delegated"  # a mailbox user signed in once (`login`); the token cache is kept
+
+
+class Transport(StrEnum):
+    """Where a tenant's mail is submitted."""
+
+    GRAPH = "graph"
+    SMTP_OAUTH = "smtp-oauth"  # smtp.office365.com:587, STARTTLS + SASL XOAUTH2
+
+
+# Exchange Online's SMTP submission endpoint per cloud (None: give smtp_endpoint explicitly).
+SMTP_ENDPOINTS: dict[str, tuple[str, int] | None] = {
+    "global": ("smtp.office365.com", 587),
+    "usgov": ("smtp.office365.us", 587),
+    "usgov-dod": ("smtp.office365.us", 587),
+    "china": ("smtp.partner.outlook.cn", 587),
+}
+
+
 class TlsMode(StrEnum):
     """How a listener uses TLS."""
 
@@ -156,6 +179,16 @@ class Tenant:
     mode: SubmissionMode = SubmissionMode.AUTO
     large_messages: bool = False  # drafts + upload sessions (needs Mail.ReadWrite)
     max_message_size: int = EXCHANGE_DEFAULT_MAX_SEND  # the mailboxes' MaxSendSize
+    auth: AuthKind = AuthKind.APP
+    account: str = ""  # delegated: the mailbox user who signs in (`login`)
+    senders: tuple[str, ...] = ()  # delegated: addresses the account may send as (besides itself)
+    token_cache: Path | None = None  # delegated: msal's token cache (mode 0600)
+    transport: Transport = Transport.GRAPH
+    smtp_endpoint: tuple[str, int] = ("smtp.office365.com", 587)
+
+    @property
+    def delegated(self) -> bool:
+        return self.auth is AuthKind.DELEGATED
 
     @property
     def authority(self) -> str:
@@ -163,13 +196,24 @@ class Tenant:
         return f"{self.login_endpoint.rstrip('/')}/{self.tenant_id}"
 
     @property
+    def graph_root(self) -> str:
+        """The Graph resource (the endpoint without its version)."""
+        base = self.graph_endpoint.rstrip("/")
+        last = base.rsplit("/", 1)[-1]
+        return base.rsplit("/", 1)[0] if last.startswith(("v1", "beta")) else base
+
+    @property
     def scope(self) -> str:
         """The app-only scope for Graph in this tenant's cloud."""
-        base = self.graph_endpoint.rstrip("/")
-        root = (
-            base.rsplit("/", 1)[0] if base.rsplit("/", 1)[-1].startswith(("v1", "beta")) else base
-        )
-        return f"{root}/.default"
+        return f"{self.graph_root}/.default"
+
+    @property
+    def scopes(self) -> list[str]:
+        """What this tenant's tokens must allow: Graph or SMTP submission, app or delegated."""
+        if self.transport is Transport.SMTP_OAUTH:
+            host = "outlook.office.com" if self.delegated else "outlook.office365.com"
+            return [f"https://{host}/SMTP.Send" if self.delegated else f"https://{host}/.default"]
+        return [f"{self.graph_root}/Mail.Send"] if self.delegated else [self.scope]
 
 
 @dataclass(frozen=True, slots=True)

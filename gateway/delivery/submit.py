@@ -147,7 +147,7 @@ class Submitter:
             route,
             lambda token: self._graph.send_mime(
                 graph_endpoint=tenant.graph_endpoint,
-                mailbox=route.mailbox,
+                mailbox=route.graph_mailbox,
                 message=message,
                 token=token,
                 ca_file=tenant.ca_file,
@@ -165,7 +165,7 @@ class Submitter:
                 route,
                 lambda token, payload=payload: self._graph.send_json(  # type: ignore[misc]
                     graph_endpoint=tenant.graph_endpoint,
-                    mailbox=route.mailbox,
+                    mailbox=route.graph_mailbox,
                     payload=payload,
                     token=token,
                     ca_file=tenant.ca_file,
@@ -192,7 +192,7 @@ class Submitter:
         tenant = route.tenant
         where: dict[str, Any] = {
             "graph_endpoint": tenant.graph_endpoint,
-            "mailbox": route.mailbox,
+            "mailbox": route.graph_mailbox,
             "ca_file": tenant.ca_file,
         }
         big = [a for a in conversion.attachments if a.size >= UPLOAD_MINIMUM]
@@ -244,7 +244,7 @@ class Submitter:
         answer, upload_url = await self._authorised(
             route,
             lambda token: self._graph.create_upload_session(
-                graph_endpoint=tenant.graph_endpoint, mailbox=route.mailbox, draft=draft,
+                graph_endpoint=tenant.graph_endpoint, mailbox=route.graph_mailbox, draft=draft,
                 item=item, token=token, ca_file=tenant.ca_file,
             ),
             lambda result: result[0],
@@ -310,7 +310,7 @@ class Submitter:
             answer = await self._request(
                 route,
                 lambda token: self._graph.delete_message(
-                    graph_endpoint=tenant.graph_endpoint, mailbox=route.mailbox, draft=draft,
+                    graph_endpoint=tenant.graph_endpoint, mailbox=route.graph_mailbox, draft=draft,
                     token=token, ca_file=tenant.ca_file,
                 ),
             )

@@ -88,6 +88,9 @@ class GraphClient:
 
     @staticmethod
     def _users(graph_endpoint: str, mailbox: str) -> str:
+        """`/users/{mailbox}`, or `/me` for "" (the signed-in user of a delegated token)."""
+        if not mailbox:
+            return f"{graph_endpoint.rstrip('/')}/me"
         return f"{graph_endpoint.rstrip('/')}/users/{quote(mailbox, safe='@')}"
 
     async def send_mime(

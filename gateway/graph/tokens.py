@@ -1,4 +1,5 @@
-"""App-only access tokens from Entra ID with msal, one provider per tenant.
+"""App-only access tokens from Entra ID with msal, one provider per tenant (delegated sign-ins:
+delegated.py).
 
 msal is synchronous and its constructor does network I/O, so the app is built and called in a
 worker thread with a timeout. The token is kept in memory and reused until five minutes before
@@ -85,7 +86,7 @@ class TokenProvider:
         *,
         timeout: float,
         clock: Callable[[], float] = time.monotonic,
-        on_result: Callable[[str, bool], None] | None = None,
+        on_result: Callable[[str, bool, str], None] | None = None,
         proxy: str = "",
     ) -> None:
         self.tenant = tenant
@@ -113,21 +114,28 @@ class TokenProvider:
             try:
                 result = await asyncio.wait_for(asyncio.to_thread(self._acquire), self._timeout + 5)
             except TimeoutError:
-                self._report(ok=False)
-                raise TokenError(f"Entra ID did not answer within {self._timeout:g}s") from None
+                reason = f"Entra ID did not answer within {self._timeout:g}s"
+                self._report(ok=False, reason=reason)
+                raise TokenError(reason) from None
             self.fetches += 1
             token = result.get("access_token")
-            self._report(ok=bool(token))
             if not token:
-                code, explanation = explain_entra_error(result)
-                raise TokenError(f"tenant {self.tenant.name}: {explanation}", code=code)
+                error = self._error(result)
+                self._report(ok=False, reason=error.reason)
+                raise error
+            self._report(ok=True)
             self._token = str(token)
             self._expires_at = self._clock() + float(result.get("expires_in", 3599))
             return self._token
 
-    def _report(self, *, ok: bool) -> None:
+    def _error(self, result: dict[str, Any]) -> TokenError:
+        """The error to raise for an msal result without a token."""
+        code, explanation = explain_entra_error(result)
+        return TokenError(f"tenant {self.tenant.name}: {explanation}", code=code)
+
+    def _report(self, *, ok: bool, reason: str = "") -> None:
         if self._on_result is not None:
-            self._on_result(self.tenant.name, ok)
+            self._on_result(self.tenant.name, ok, reason)
 
     def invalidate(self) -> None:
         """Forget the token (Graph said 401): the next `get` asks Entra ID again."""
@@ -155,7 +163,7 @@ class TokenProvider:
                     http_client=self._http,
                     timeout=self._timeout,
                 )
-            result: dict[str, Any] = self._app.acquire_token_for_client(scopes=[self.tenant.scope])
+            result: dict[str, Any] = self._app.acquire_token_for_client(scopes=self.tenant.scopes)
         except ValueError:
             # msal raises ValueError when tenant discovery is refused; its message does not
             # carry Entra's answer, so ask the discovery endpoint once more for the error body.
@@ -188,33 +196,37 @@ class TokenProvider:
         return body if isinstance(body, dict) and body.get("error") else fallback
 
 
+Factory = Callable[..., TokenProvider]
+
+
 class TokenProviders:
-    """One `TokenProvider` per tenant name."""
+    """One provider per tenant name (`factory` picks the kind: app-only or delegated)."""
 
     def __init__(
         self,
         tenants: tuple[Tenant, ...],
         *,
         timeout: float,
-        on_result: Callable[[str, bool], None] | None = None,
+        on_result: Callable[[str, bool, str], None] | None = None,
         proxy: str = "",
+        factory: Factory = TokenProvider,
     ) -> None:
         self._timeout = timeout
         self._on_result = on_result
         self._proxy = proxy
-        self._providers = {
-            tenant.name: TokenProvider(tenant, timeout=timeout, on_result=on_result, proxy=proxy)
-            for tenant in tenants
-        }
+        self._factory = factory
+        self._providers = {tenant.name: self._new(tenant) for tenant in tenants}
+
+    def _new(self, tenant: Tenant) -> TokenProvider:
+        return self._factory(
+            tenant, timeout=self._timeout, on_result=self._on_result, proxy=self._proxy
+        )
 
     def for_tenant(self, tenant: Tenant) -> TokenProvider:
-        """The provider for `tenant` (created if the tenant is new)."""
+        """The provider for `tenant` (created if the tenant is new or changed)."""
         provider = self._providers.get(tenant.name)
         if provider is None or provider.tenant != tenant:
-            provider = TokenProvider(
-                tenant, timeout=self._timeout, on_result=self._on_result, proxy=self._proxy
-            )
-            self._providers[tenant.name] = provider
+            provider = self._providers[tenant.name] = self._new(tenant)
         return provider
 
     def close(self) -> None:

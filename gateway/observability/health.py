@@ -24,7 +24,9 @@ class HealthServer:
         port: int,
         readiness: ReadinessCheck,
         metrics: Callable[[], bytes] | None = None,
+        problems: Callable[[], dict[str, str]] = dict,
     ) -> None:
+        self._problems = problems
         self._metrics = metrics
         self._host = host
         self._port = port
@@ -64,7 +66,8 @@ class HealthServer:
     async def _readyz(self, _request: web.Request) -> web.Response:
         checks = self._readiness()
         ready = all(checks.values())
-        return web.json_response(
-            {"status": "ready" if ready else "not ready", "checks": checks},
-            status=200 if ready else 503,
-        )
+        body: dict[str, object] = {"status": "ready" if ready else "not ready", "checks": checks}
+        problems = {name: why for name, why in self._problems().items() if not checks.get(name)}
+        if problems:
+            body["problems"] = problems  # what to do, e.g. "run `… login NAME` again"
+        return web.json_response(body, status=200 if ready else 503)

@@ -69,10 +69,15 @@ class Status:
         self._tenants = tenants
         self._listeners_bound = listeners_bound
         self._token_ok: dict[str, bool] = {}
+        self._token_problems: dict[str, str] = {}
 
-    def token_result(self, tenant: str, ok: bool) -> None:
-        """A token request for `tenant` succeeded or failed."""
+    def token_result(self, tenant: str, ok: bool, reason: str = "") -> None:
+        """A token request for `tenant` succeeded or failed (and why)."""
         self._token_ok[tenant] = ok
+        if ok:
+            self._token_problems.pop(tenant, None)
+        else:
+            self._token_problems[tenant] = reason
         self._metrics.tokens.labels(tenant, "ok" if ok else "failed").inc()
 
     def delivery_event(self, event: DeliveryEvent) -> None:
@@ -83,6 +88,10 @@ class Status:
             self._metrics.graph_latency.labels(tenant).observe(event.duration)
         if event.status == 429:
             self._metrics.throttled.labels(tenant).inc()
+
+    def problems(self) -> dict[str, str]:
+        """Why each failing readiness check fails, for the administrator."""
+        return {f"tenant:{name}": reason for name, reason in self._token_problems.items() if reason}
 
     def readiness(self) -> dict[str, bool]:
         """Each check by name; ready when all are true. Tenants never tried count as usable."""
