@@ -26,7 +26,7 @@ from gateway.delivery.classify import Outcome, classify
 from gateway.graph.client import GraphAnswer, GraphClient, GraphTransportError
 from gateway.graph.tokens import TokenProviders
 from gateway.mime.convert import Attachment, Conversion, convert, is_signed
-from gateway.mime.headers import split_message
+from gateway.mime.headers import header_section
 from gateway.mime.parts import iter_decoded
 from gateway.mime.recipients import with_envelope_bcc
 from gateway.mime.sender import rewrite_from
@@ -85,7 +85,7 @@ class Submitter:
     ) -> Submitted:
         """Deliver `data` to `recipients` through `route`; raises GraphTransportError and
         TokenError as the Graph client and token provider do."""
-        signed = is_signed(split_message(data)[0])
+        signed = is_signed(header_section(data))
         form = choose_form(route, len(data), signed=signed)
         if form is Form.MIME:
             submitted = await self._mime(route, data, recipients)

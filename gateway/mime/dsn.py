@@ -15,7 +15,7 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.policy import SMTP
 
-from gateway.mime.headers import split_message
+from gateway.mime.headers import header_section
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +58,7 @@ def build_dsn(
     report.attach(MIMEText(text, "plain", "us-ascii" if text.isascii() else "utf-8"))
     report.attach(_status_part(queue_id, failure, reporting_host, arrival))
     headers = MIMEBase("text", "rfc822-headers")
-    headers.set_payload(split_message(original)[0].decode("ascii", "replace"))
+    headers.set_payload(header_section(original).decode("ascii", "replace"))
     report.attach(headers)
     return report.as_bytes(policy=SMTP)
 
@@ -84,5 +84,5 @@ def _status_part(queue_id: str, failure: Failure, host: str, arrival: float) -> 
 
 def is_notification(message: bytes) -> bool:
     """Whether `message` is itself a delivery report or an automatic reply (never bounced)."""
-    header = split_message(message)[0].lower()
+    header = header_section(message).lower()
     return b"report-type=delivery-status" in header or b"\nauto-submitted: auto-" in header

@@ -14,14 +14,23 @@ from email.parser import BytesHeaderParser
 _PARSER = BytesHeaderParser(policy=policy.default)
 
 
-def split_message(raw: bytes) -> tuple[bytes, bytes]:
-    """(header section including its final line ending, rest including the blank line)."""
+def _header_length(raw: bytes) -> int:
     for separator in (b"\r\n\r\n", b"\n\n"):
         index = raw.find(separator)
         if index != -1:
-            cut = index + len(separator) // 2
-            return raw[:cut], raw[cut:]
-    return raw, b""
+            return index + len(separator) // 2
+    return len(raw)
+
+
+def split_message(raw: bytes) -> tuple[bytes, bytes]:
+    """(header section including its final line ending, rest including the blank line)."""
+    cut = _header_length(raw)
+    return raw[:cut], raw[cut:]
+
+
+def header_section(raw: bytes) -> bytes:
+    """The header section alone (without copying the body, which may be 40 MB)."""
+    return raw[: _header_length(raw)]
 
 
 def line_ending(raw: bytes) -> bytes:
@@ -64,7 +73,7 @@ def header_values(header_section: bytes, wanted: set[str]) -> list[tuple[str, st
 
 def message_id(raw: bytes) -> str:
     """The Message-ID header of a raw message ("" when there is none), for logs."""
-    values = header_values(split_message(raw)[0], {"message-id"})
+    values = header_values(header_section(raw), {"message-id"})
     return values[0][1][:200] if values else ""
 
 

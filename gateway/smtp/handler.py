@@ -21,7 +21,7 @@ from gateway import policy, replies
 from gateway.config import Client, Config
 from gateway.errors import PolicyError, SpoolError
 from gateway.mime.convert import is_signed
-from gateway.mime.headers import split_message
+from gateway.mime.headers import header_section as header_section_of
 from gateway.observability.metrics import Metrics
 from gateway.passwords import hash_password, verify_password
 from gateway.replies import Reply
@@ -181,7 +181,7 @@ class Handler:
         ip, _port = _peer(session)
         content: bytes = envelope.original_content
         smtp = self._state().config.smtp
-        header_section = split_message(content)[0]
+        header_section = header_section_of(content)
         try:
             policy.check_structure(
                 header_section,

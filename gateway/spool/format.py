@@ -48,10 +48,15 @@ def queued_at(queue_id: str) -> float | None:
         return None
 
 
+def encode_head(envelope: Envelope) -> bytes:
+    """The bytes of a queue file before the message."""
+    header = json.dumps(asdict(envelope), separators=(",", ":")).encode("utf-8")
+    return b"".join((MAGIC, b" ", str(len(header)).encode("ascii"), b"\n", header))
+
+
 def encode(envelope: Envelope, message: bytes) -> bytes:
     """The bytes of a queue file."""
-    header = json.dumps(asdict(envelope), separators=(",", ":")).encode("utf-8")
-    return b"".join((MAGIC, b" ", str(len(header)).encode("ascii"), b"\n", header, message))
+    return encode_head(envelope) + message
 
 
 def split_head(first: bytes) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 from hypothesis import given
@@ -65,3 +66,38 @@ async def test_oversized_message_is_dropped_but_the_session_goes_on() -> None:
 def test_normalise_leaves_crlf_messages_alone() -> None:
     message = b"A: b\r\n\r\nbody\rwith bare CR\r\n"
     assert unstuff_and_normalize(message) == message
+
+
+async def feed_in_reads(pieces: list[bytes], limit: int = 10_000_000) -> tuple[bytes | None, bytes]:
+    """Deliver `pieces` as separate reads (the reader waits for each), as a slow client does."""
+    reader = asyncio.StreamReader(limit=1001)
+
+    async def client() -> None:
+        for piece in pieces:
+            reader.feed_data(piece)
+            for _ in range(3):
+                await asyncio.sleep(0)
+        reader.feed_eof()
+
+    sending = asyncio.create_task(client())
+    content, _ = await read_data(reader, limit)
+    await sending
+    return content, await reader.read()
+
+
+@given(lines, st.lists(st.integers(min_value=0, max_value=400), max_size=12))
+def test_the_end_marker_is_found_however_the_reads_split_it(
+    parts: list[bytes], cuts: list[int]
+) -> None:
+    message = b"\r\n".join(parts) + b"\r\n"
+    stream = stuffed(message) + b"QUIT\r\n"
+    points = sorted({min(cut, len(stream)) for cut in cuts} | {0, len(stream)})
+    pieces = [stream[a:b] for a, b in itertools.pairwise(points) if b > a]
+    content, rest = asyncio.run(feed_in_reads(pieces))
+    assert content == message
+    assert rest == b"QUIT\r\n"
+
+
+async def test_a_dot_and_its_line_end_in_separate_reads_end_an_empty_message() -> None:
+    assert await feed_in_reads([b".", b"\r\n", b"NOOP\r\n"]) == (b"", b"NOOP\r\n")
+    assert await feed_in_reads([b"a\r", b"\n.", b"\r", b"\nRSET\r\n"]) == (b"a\r\n", b"RSET\r\n")
