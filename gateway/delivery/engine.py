@@ -93,7 +93,7 @@ class DeliveryEngine:
         self._spool = spool
         self._router = router
         self._tokens = tokens
-        self._submitter = Submitter(graph, tokens)
+        self._submitter = Submitter(graph, tokens, timeout=settings.request_timeout)
         self._settings = settings
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self._schedule = Schedule()
@@ -296,7 +296,15 @@ class DeliveryEngine:
                     request_id=answer.request_id,
                 )
                 continue
-            await self._finish(queued, attempt, answer, outcome=outcome, route=route, bound=routed)
+            await self._finish(
+                queued,
+                attempt,
+                answer,
+                outcome=outcome,
+                route=route,
+                bound=routed,
+                refused=submitted.refused,
+            )
             return
 
     def _routes(self, envelope: Envelope) -> list[Route]:
@@ -320,6 +328,7 @@ class DeliveryEngine:
         outcome: Outcome,
         route: Route,
         bound: Logger,
+        refused: tuple[tuple[str, str], ...] = (),
     ) -> None:
         details: dict[str, Any] = {
             "status": answer.status,
@@ -328,6 +337,8 @@ class DeliveryEngine:
             "duration_ms": round(answer.duration * 1000),
         }
         if outcome.delivered:
+            if refused:
+                await self._report_refused(queued, refused, bound)
             await self._blocking(self._spool.complete, queued.queue_id)
             bound.info("delivered", recipients=len(queued.envelope.rcpt_tos), **details)
             self._notify(queued.queue_id, "delivered", details, mailbox=route.mailbox)
@@ -355,6 +366,27 @@ class DeliveryEngine:
             config=answer.code == "ErrorAccessDenied",
             **details,
         )
+
+    async def _report_refused(
+        self, queued: QueuedMessage, refused: tuple[tuple[str, str], ...], bound: Logger
+    ) -> None:
+        """Some recipients were refused by the SMTP server while the rest took the message:
+        say so, and tell the sender about those recipients."""
+        bound.error(
+            "recipients_refused",
+            refused=[recipient for recipient, _reply in refused],
+            replies=[reply for _recipient, reply in refused],
+            action="the others received the message; the sender is notified about these",
+        )
+        failure = Failure(
+            tuple(recipient for recipient, _reply in refused),
+            "5.0.0",
+            "; ".join(reply for _recipient, reply in refused)[:500],
+            "the SMTP server refused these recipients",
+        )
+        notice = await self._blocking(self._bouncer.bounce, queued, failure)
+        if notice.queue_id:
+            self.submit(notice.queue_id)
 
     async def _defer(
         self,

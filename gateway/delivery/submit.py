@@ -21,12 +21,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway.config import GRAPH_REQUEST_LIMIT, MIME_SUBMISSION_LIMIT, SubmissionMode
+from gateway.config import GRAPH_REQUEST_LIMIT, MIME_SUBMISSION_LIMIT, SubmissionMode, Transport
+from gateway.delivery import smtp_oauth
 from gateway.delivery.classify import Outcome, classify
+from gateway.errors import TokenError
 from gateway.graph.client import GraphAnswer, GraphClient, GraphTransportError
 from gateway.graph.tokens import TokenProviders
 from gateway.mime.convert import Attachment, Conversion, convert, is_signed
-from gateway.mime.headers import header_section
+from gateway.mime.headers import header_section, remove_headers, split_message
 from gateway.mime.parts import iter_decoded
 from gateway.mime.recipients import with_envelope_bcc
 from gateway.mime.sender import rewrite_from
@@ -43,20 +45,22 @@ _HEADER_CODES = ("InvalidInternetMessageHeader", "InvalidInternetMessageHeaderCo
 
 
 class Form(StrEnum):
-    """How one message goes to Graph."""
+    """How one message goes to Microsoft 365."""
 
     MIME = "mime"
     JSON = "json"
     LARGE = "large"
+    SMTP = "smtp"  # the SMTP OAuth transport (smtp.office365.com:587, XOAUTH2)
 
 
 @dataclass(frozen=True, slots=True)
 class Submitted:
-    """Graph's last answer for a message, what it means, and the form used."""
+    """The service's last answer for a message, what it means, and the form used."""
 
     answer: GraphAnswer
     outcome: Outcome
     form: Form
+    refused: tuple[tuple[str, str], ...] = ()  # (recipient, reply) an SMTP server refused
 
 
 def choose_form(route: Route, size: int, *, signed: bool) -> Form:
@@ -76,15 +80,20 @@ def _ok(answer: GraphAnswer) -> bool:
 class Submitter:
     """Sends messages for the delivery engine; holds no state between messages."""
 
-    def __init__(self, graph: GraphClient, tokens: TokenProviders) -> None:
+    def __init__(
+        self, graph: GraphClient, tokens: TokenProviders, *, timeout: float = 60.0
+    ) -> None:
         self._graph = graph
         self._tokens = tokens
+        self._timeout = timeout
 
     async def submit(
         self, route: Route, data: bytes, recipients: list[str], bound: Logger
     ) -> Submitted:
         """Deliver `data` to `recipients` through `route`; raises GraphTransportError and
         TokenError as the Graph client and token provider do."""
+        if route.tenant.transport is Transport.SMTP_OAUTH:
+            return await self._smtp(route, data, recipients)
         signed = is_signed(header_section(data))
         form = choose_form(route, len(data), signed=signed)
         if form is Form.MIME:
@@ -137,6 +146,54 @@ class Submitter:
         self, route: Route, call: Callable[[str], Awaitable[GraphAnswer]]
     ) -> GraphAnswer:
         return await self._authorised(route, call, lambda answer: answer)
+
+    async def _smtp(self, route: Route, data: bytes, recipients: list[str]) -> Submitted:
+        """Submit over SMTP with XOAUTH2: the envelope goes as it is (no Bcc header needed,
+        and one the client left is removed); MAIL FROM is the mailbox signed in as."""
+        head, rest = split_message(data)
+        message = remove_headers(head, {"bcc"}) + rest if b"bcc:" in head.lower() else data
+        if route.rewrite_from:
+            message = rewrite_from(message, route.mailbox, reply_to_sender=route.reply_to_sender)
+        tenant = route.tenant
+        provider = self._tokens.for_tenant(tenant)
+        host, port = tenant.smtp_endpoint
+        for attempt in range(2):
+            try:
+                answer = await smtp_oauth.submit(
+                    host=host,
+                    port=port,
+                    username=route.mailbox,
+                    token=await provider.get(),
+                    mail_from=route.mailbox,
+                    recipients=recipients,
+                    message=message,
+                    ca_file=tenant.ca_file,
+                    timeout=self._timeout,
+                )
+            except smtp_oauth.SmtpTransportError as error:
+                raise GraphTransportError(error.reason, sent=error.sent) from None
+            result, explanation = smtp_oauth.classify_smtp(answer)
+            if result != smtp_oauth.CREDENTIALS:
+                break
+            provider.invalidate()  # a token refused at AUTH: once more with a fresh one
+            if attempt == 1:
+                raise TokenError(f"tenant {tenant.name}: {explanation}", code=f"SMTP {answer.code}")
+        graph_like = GraphAnswer(
+            status=answer.code,
+            code=f"SMTP {answer.code}" if answer.code else "SMTP",
+            message=answer.text,
+            duration=answer.duration,
+        )
+        outcome = Outcome(
+            delivered=result == smtp_oauth.DELIVERED,
+            permanent=result == smtp_oauth.HOLD,
+            explanation=explanation,
+        )
+        refused = tuple(
+            (recipient, f"{code} {text}".strip())
+            for recipient, (code, text) in zip(answer.refused, answer.refused_replies, strict=False)
+        )
+        return Submitted(graph_like, outcome, Form.SMTP, refused)
 
     async def _mime(self, route: Route, data: bytes, recipients: list[str]) -> Submitted:
         message = with_envelope_bcc(data, recipients).message
