@@ -66,10 +66,11 @@ async def login(config: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return await asyncio.to_thread(run_cli, "login", "contoso", "--config", str(config), *extra)
 
 
+@pytest.mark.parametrize("authority", ["contoso-tenant", "organizations"])
 async def test_device_code_login_then_the_daemon_sends_as_the_user(
-    tmp_path: Path, entra: Emulator
+    tmp_path: Path, entra: Emulator, authority: str
 ) -> None:
-    config = write_config(tmp_path, delegated_document(tmp_path, entra))
+    config = write_config(tmp_path, delegated_document(tmp_path, entra, tenant_id=authority))
     signed_in = await login(config)
     assert signed_in.returncode == 0, signed_in.stderr
     assert "enter the code" in signed_in.stdout.lower() or "devicelogin" in signed_in.stdout
