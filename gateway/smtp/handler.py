@@ -27,7 +27,7 @@ from gateway.passwords import hash_password, verify_password
 from gateway.replies import Reply
 from gateway.routing import Router
 from gateway.smtp.lockout import FailureLimiter
-from gateway.smtp.session import GatewaySession
+from gateway.smtp.session import GatewaySession, hook_names
 from gateway.spool import Spool
 
 log = structlog.get_logger("gateway.smtp")
@@ -81,6 +81,10 @@ class Handler:
         self._spool = spool
         self._on_queued = on_queued
         self._capacity = capacity
+
+    def __dir__(self) -> list[str]:
+        """Only the hook names aiosmtpd looks for (see `GatewaySMTP.__dir__`)."""
+        return hook_names(type(self))
 
     def connect(self, session: GatewaySession) -> Reply | None:
         """Before the greeting: is this peer a configured client? A reply means no."""

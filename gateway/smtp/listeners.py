@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import warnings
 from dataclasses import dataclass
@@ -37,10 +38,14 @@ class Listeners:
         self._servers: list[asyncio.Server] = []
         self._contexts: dict[str, ssl.SSLContext] = {}
         self.bound: list[Bound] = []
+        self._fqdn = "localhost"  # this host's name, looked up once at start (see _smtp)
 
     async def start(self) -> None:
         """Bind every listener; the first failure closes the others and is raised."""
         loop = asyncio.get_running_loop()
+        # aiosmtpd would call getfqdn() for every connection when no hostname is configured: a
+        # DNS lookup on the event loop each time. The name is looked up once, here.
+        self._fqdn = await asyncio.to_thread(socket.getfqdn)
         if self._size_limit < self._settings.max_message_size:
             log.warning(
                 "message_size_capped",
@@ -87,6 +92,8 @@ class Listeners:
 
     def _protocol(self, listener: Listener, context: ssl.SSLContext | None) -> GatewaySMTP:
         starttls = context if listener.tls is TlsMode.STARTTLS else None
+        if listener.auth != "required" or not _auth_tls_hidden(listener):
+            return self._smtp(listener, starttls)
         with warnings.catch_warnings():
             # aiosmtpd warns when AUTH is required without *its* TLS requirement; on implicit-TLS
             # listeners the whole connection is TLS, which it cannot see.
@@ -100,7 +107,7 @@ class Listeners:
             limits=(self._settings.max_connections, self._settings.max_connections_per_ip),
             proxy_networks=listener.proxy_networks,
             listener=listener.name,
-            hostname=self._settings.hostname or None,  # None: aiosmtpd uses the FQDN
+            hostname=self._settings.hostname or self._fqdn,
             ident="smtp-graph-gateway",
             data_size_limit=self._size_limit,
             tls_context=starttls,
@@ -108,9 +115,7 @@ class Listeners:
             timeout=self._settings.command_timeout,
             # AUTH needs TLS unless the listener allows cleartext. aiosmtpd cannot see implicit
             # TLS (aio-libs/aiosmtpd#281), so implicit listeners need no further TLS for it.
-            auth_require_tls=not (
-                listener.tls is TlsMode.IMPLICIT or listener.allow_cleartext_auth
-            ),
+            auth_require_tls=not _auth_tls_hidden(listener),
             auth_required=listener.auth == "required",
             auth_exclude_mechanism=["PLAIN", "LOGIN"] if listener.auth == "off" else None,
         )
@@ -168,3 +173,9 @@ class Listeners:
             log.warning("smtp_drain_timeout", open_sessions=len(self.registry), timeout=timeout)
             self.registry.abort_all()
         return finished
+
+
+def _auth_tls_hidden(listener: Listener) -> bool:
+    """AUTH without aiosmtpd's own TLS requirement: implicit TLS (aio-libs/aiosmtpd#281: it
+    cannot see that the whole connection is TLS) or cleartext AUTH allowed by configuration."""
+    return listener.tls is TlsMode.IMPLICIT or listener.allow_cleartext_auth

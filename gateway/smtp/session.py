@@ -36,6 +36,18 @@ _TRANSLATED = {
 }
 
 
+_HOOK_NAMES: dict[type, list[str]] = {}
+
+
+def hook_names(cls: type) -> list[str]:
+    """The attributes of a class aiosmtpd turns into commands, AUTH mechanisms and hooks."""
+    names = _HOOK_NAMES.get(cls)
+    if names is None:
+        names = [name for name in dir(cls) if name.startswith(("smtp_", "auth_", "handle_"))]
+        _HOOK_NAMES[cls] = names
+    return names
+
+
 class GatewaySession(Session):
     """aiosmtpd's session plus what the gateway learns about the client."""
 
@@ -136,6 +148,16 @@ class GatewaySMTP(SMTP):
         self._listener = listener
         self._draining = False
         self._in_data = False
+
+    def __dir__(self) -> list[str]:
+        """Only the names aiosmtpd looks for.
+
+        aiosmtpd builds its command and AUTH tables from `dir()` and `inspect.getmembers()` of
+        the protocol and the handler on every connection, evaluating every attribute on the
+        way; that was a tenth of the CPU the gateway spends on a message. The names come from
+        the class, so they are listed once per class.
+        """
+        return hook_names(type(self))
 
     def _create_session(self) -> GatewaySession:
         session = GatewaySession(self.loop)
