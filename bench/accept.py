@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import resource
 import socket
 import sys
 import tempfile
@@ -66,6 +68,17 @@ async def wait_ready(port: int, timeout: float = 30) -> None:
     raise RuntimeError(f"nothing listens on {port}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a live process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
+
+
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -81,7 +94,9 @@ async def load_server(script: str, *args: str, messages: int, size: int) -> dict
     )
     try:
         await wait_ready(port)
-        return await load(port, messages, size)
+        result = await load(port, messages, size)
+        result["server_cpu_s"] = cpu_seconds(server.pid)
+        return result
     finally:
         server.terminate()
         await server.wait()
@@ -134,8 +149,10 @@ async def bench_gateway(
             )
             try:
                 await wait_ready(port)
+                emulator_cpu = own_cpu_seconds()
                 started = time.perf_counter()
                 result = await load(port, messages, size)
+                result["server_cpu_s"] = cpu_seconds(gateway.pid)
                 if accept_only:  # Graph holds every request: only the accept path ran
                     result["peak_rss_mb"] = peak_rss_mb(gateway.pid)
                     return result
@@ -144,6 +161,9 @@ async def bench_gateway(
                 delivered_in = time.perf_counter() - started
                 result["delivered_rate"] = round(result["accepted"] / delivered_in, 1)
                 result["peak_rss_mb"] = peak_rss_mb(gateway.pid)
+                after = cpu_seconds(gateway.pid) - result["server_cpu_s"]
+                result["delivery_cpu_s"] = round(after, 2)
+                result["emulator_cpu_s"] = round(own_cpu_seconds() - emulator_cpu, 2)
                 result["graph_max_concurrency_per_mailbox"] = max(
                     emulator.stats.max_concurrency_by_mailbox.values()
                 )
@@ -153,10 +173,15 @@ async def bench_gateway(
                 await gateway.wait()
 
 
-async def main(messages: int, size: int, latency_ms: int, accept_only: bool) -> None:
+async def main(
+    messages: int, size: int, latency_ms: int, accept_only: bool, keep: Path | None
+) -> None:
     configure_logging("warning", "json")  # the emulator in this process logs every message
     with tempfile.TemporaryDirectory(prefix="sgg-bench-") as folder:
         work = Path(folder)
+        if keep is not None:  # spool, gateway.yaml and gateway.log stay for a look afterwards
+            keep.mkdir(parents=True, exist_ok=True)
+            work = keep
         sink = await bench_sink(work, messages, size)
         gateway = await bench_gateway(
             work, messages, size, 600_000 if accept_only else latency_ms, accept_only
@@ -169,6 +194,16 @@ async def main(messages: int, size: int, latency_ms: int, accept_only: bool) -> 
     print(
         f"gateway : {gateway['rate']:7.1f} msg/s accepted, DATA->250 p50 {gateway['p50_ms']} ms, "
         f"p99 {gateway['p99_ms']} ms, failures {gateway['failures']}"
+    )
+    print(
+        f"cpu     : sink {sink['server_cpu_s']} s + loadgen {sink['loadgen_cpu_s']} s; gateway "
+        f"{gateway['server_cpu_s']} s + loadgen {gateway['loadgen_cpu_s']} s while accepting"
+        + (
+            ""
+            if accept_only
+            else f"; after: gateway {gateway['delivery_cpu_s']} s; emulator "
+            f"{gateway['emulator_cpu_s']} s in all"
+        )
     )
     if accept_only:
         print(f"gateway : peak RSS {gateway['peak_rss_mb']} MB (Graph held every request)")
@@ -197,7 +232,14 @@ if __name__ == "__main__":
         action="store_true",
         help="Graph holds every request, so only accepting is measured",
     )
+    parser.add_argument("--keep", type=Path, help="work in this directory and leave it")
     arguments = parser.parse_args()
     asyncio.run(
-        main(arguments.messages, arguments.size, arguments.graph_latency_ms, arguments.accept_only)
+        main(
+            arguments.messages,
+            arguments.size,
+            arguments.graph_latency_ms,
+            arguments.accept_only,
+            arguments.keep,
+        )
     )

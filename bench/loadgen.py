@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import resource
 import time
 
 _FILLER: dict[int, bytes] = {}
@@ -62,6 +63,11 @@ async def one(port: int, index: int, sender: str, size: int) -> float:
         writer.close()
 
 
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 async def main(args: argparse.Namespace) -> None:
     senders = [f"sender{n:02d}@bench.example" for n in range(args.senders)]
     latencies: list[float] = []
@@ -96,6 +102,7 @@ async def main(args: argparse.Namespace) -> None:
                 "p50_ms": pct(0.5),
                 "p99_ms": pct(0.99),
                 "max_ms": round(latencies[-1] * 1000, 2) if latencies else None,
+                "loadgen_cpu_s": round(cpu_seconds(), 2),
             }
         )
     )
