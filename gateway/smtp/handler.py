@@ -68,7 +68,7 @@ class Handler:
         *,
         state: Callable[[], PolicyState],
         spool: Spool,
-        on_queued: Callable[[str, float, str], None],
+        on_queued: Callable[[str, float, str, int], None],
         capacity: Callable[[], str | None] = lambda: None,
         executor: Executor | None = None,
         metrics: Metrics | None = None,
@@ -237,7 +237,9 @@ class Handler:
             )
             self._count("transactions", session.listener, "deferred")
             return str(replies.SPOOL_UNAVAILABLE)
-        self._on_queued(queue_id, 0.0, session.route.mailbox if session.route else "")
+        self._on_queued(
+            queue_id, 0.0, session.route.mailbox if session.route else "", len(content)
+        )
         log.info(
             "transaction",
             **self._transaction(session, envelope, content),
