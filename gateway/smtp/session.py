@@ -12,6 +12,7 @@ import asyncio
 import base64
 import binascii
 import ipaddress
+import re
 import secrets
 from typing import Any, AnyStr
 
@@ -37,6 +38,19 @@ _TRANSLATED = {
 
 
 _HOOK_NAMES: dict[type, list[str]] = {}
+
+# `<dot-atom@dot-atom>` in plain ASCII, then nothing or spaces before the parameters: the path
+# nearly every client sends. Anything else goes through aiosmtpd's RFC 5322 parser.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_DOT_ATOM = rf"{_ATOM}(?:\.{_ATOM})*"
+_SIMPLE_PATH = re.compile(rf"<({_DOT_ATOM}@{_DOT_ATOM})>(?:[ \t]+(?=[^ \t(])|\Z)")
+
+
+def simple_path(arg: str) -> tuple[str, str] | None:
+    """(address, parameters) of a MAIL/RCPT argument in the common simple form, exactly as
+    aiosmtpd's parser reads it; None for every other form."""
+    match = _SIMPLE_PATH.match(arg)
+    return (match[1], arg[match.end() :]) if match else None
 
 
 def hook_names(cls: type) -> list[str]:
@@ -148,6 +162,7 @@ class GatewaySMTP(SMTP):
         self._listener = listener
         self._draining = False
         self._in_data = False
+        self._continued: list[str] = []  # lines of a multi-line reply not sent yet (see push)
 
     def __dir__(self) -> list[str]:
         """Only the names aiosmtpd looks for.
@@ -158,6 +173,17 @@ class GatewaySMTP(SMTP):
         the class, so they are listed once per class.
         """
         return hook_names(type(self))
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """aiosmtpd's MAIL/RCPT address parser, with a fast path for `<user@domain>`: its own
+        builds a class and a full RFC 5322 token tree for every command."""
+        simple = simple_path(arg)
+        if simple is None:
+            return super()._getaddr(arg)
+        local_part = simple[0].rpartition("@")[0]
+        if self.local_part_limit and len(local_part) > self.local_part_limit:
+            return None, None
+        return simple
 
     def _create_session(self) -> GatewaySession:
         session = GatewaySession(self.loop)
@@ -248,9 +274,22 @@ class GatewaySMTP(SMTP):
             self.transport.close()
 
     async def push(self, status: AnyStr) -> None:
-        """Send a reply; aiosmtpd's own replies get the codes and texts of `replies`."""
+        """Send a reply; aiosmtpd's own replies get the codes and texts of `replies`.
+
+        aiosmtpd pushes a multi-line reply (EHLO's) a line at a time, one send() each; the
+        lines are kept until the last one and the reply goes out in one write.
+        """
         if isinstance(status, str):
             status = _TRANSLATED.get(status, status)
+            if status[3:4] == "-":
+                self._continued.append(status)
+                return
+            if self._continued:
+                status = "\r\n".join([*self._continued, status])
+                self._continued.clear()
+        elif self._continued:
+            await super().push("\r\n".join(self._continued))
+            self._continued.clear()
         await super().push(status)
 
     async def smtp_AUTH(self, arg: str) -> None:
