@@ -1,11 +1,13 @@
-"""Accept and delivery throughput: a bare fsyncing aiosmtpd sink vs the gateway, one run.
+"""Accept and delivery throughput: a bare fsyncing aiosmtpd sink vs the gateway, side by side.
 
 Both are loaded the same way (bench/loadgen.py: 20 concurrent sessions, 4 KiB messages, one
 connection per message). The gateway delivers to the emulator answering every Graph request
 after 50 ms, with mail spread over 20 sender mailboxes. Prints the sink's and the gateway's
-accept rate and DATA→250 latency, the gateway's delivered rate, and its peak RSS.
+accept rate and DATA→250 latency, the gateway's delivered rate, its peak RSS and where the CPU
+went. `--accept-only` makes Graph hold every request, so only the accept path runs. This
+machine's speed drifts by a third from minute to minute: use `--runs 5` and read the medians.
 
-Run: .venv/bin/python bench/accept.py [--messages 3000]
+Run: .venv/bin/python bench/accept.py [--messages 3000] [--runs 5] [--accept-only]
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ import json
 import os
 import resource
 import socket
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -111,7 +115,13 @@ async def bench_sink(work: Path, messages: int, size: int) -> dict[str, float]:
 
 
 async def bench_gateway(
-    work: Path, messages: int, size: int, latency_ms: int = 50, accept_only: bool = False
+    work: Path,
+    messages: int,
+    size: int,
+    *,
+    latency_ms: int = 50,
+    accept_only: bool = False,
+    concurrency: int = 32,
 ) -> dict[str, float]:
     settings = EmulatorSettings(state_dir=work / "emulator", faults=Faults(latency_ms=latency_ms))
     async with running_emulator(settings) as emulator:
@@ -136,7 +146,7 @@ async def bench_gateway(
             ],
             "spool": {"directory": str(work / "spool")},
             # Pacing off: Exchange's 30 a minute per mailbox would cap 20 mailboxes at 10/s.
-            "delivery": {"concurrency": 32, "mailbox_rate": 0},
+            "delivery": {"concurrency": concurrency, "mailbox_rate": 0},
             "logging": {"level": "info", "format": "json"},
         }
         (work / "gateway.yaml").write_text(yaml.safe_dump(config))
@@ -178,20 +188,9 @@ async def bench_gateway(
                 await gateway.wait()
 
 
-async def main(
-    messages: int, size: int, latency_ms: int, accept_only: bool, keep: Path | None
-) -> None:
-    configure_logging("warning", "json")  # the emulator in this process logs every message
-    with tempfile.TemporaryDirectory(prefix="sgg-bench-") as folder:
-        work = Path(folder)
-        if keep is not None:  # spool, gateway.yaml and gateway.log stay for a look afterwards
-            keep.mkdir(parents=True, exist_ok=True)
-            work = keep
-        sink = await bench_sink(work, messages, size)
-        gateway = await bench_gateway(
-            work, messages, size, 600_000 if accept_only else latency_ms, accept_only
-        )
-    print(f"messages: {messages} x {size} bytes, 20 sessions, one connection per message")
+def report(sink: dict[str, Any], gateway: dict[str, Any], latency_ms: int) -> dict[str, float]:
+    """Print one run; its ratios (and the gateway's p99 and RSS) for the summary."""
+    accept_only = "delivered_rate" not in gateway
     print(
         f"sink    : {sink['rate']:7.1f} msg/s accepted, DATA->250 p50 {sink['p50_ms']} ms, "
         f"p99 {sink['p99_ms']} ms, failures {sink['failures']}"
@@ -211,21 +210,67 @@ async def main(
             f"{gateway['emulator_cpu_s']} s in all"
         )
     )
+    ratios = {
+        "accept": gateway["rate"] / sink["rate"],
+        "p99_ms": gateway["p99_ms"],
+        "rss_mb": gateway["peak_rss_mb"],
+    }
     if accept_only:
         print(f"gateway : peak RSS {gateway['peak_rss_mb']} MB (Graph held every request)")
-        print(f"ratios  : accept {gateway['rate'] / sink['rate']:.0%} of the sink")
-        return
-    delivered = gateway["delivered_rate"]
+        print(f"ratios  : accept {ratios['accept']:.0%} of the sink")
+        return ratios
+    ratios["delivered"] = gateway["delivered_rate"] / gateway["rate"]
     print(
-        f"gateway : {delivered:7.1f} msg/s delivered (Graph answering in {latency_ms} ms, "
-        f"20 mailboxes), max {gateway['graph_max_concurrency_per_mailbox']} requests in flight "
-        "per mailbox"
+        f"gateway : {gateway['delivered_rate']:7.1f} msg/s delivered (Graph answering in "
+        f"{latency_ms} ms, 20 mailboxes), max {gateway['graph_max_concurrency_per_mailbox']} "
+        "requests in flight per mailbox"
     )
     print(f"gateway : peak RSS {gateway['peak_rss_mb']} MB")
     print(
-        f"ratios  : accept {gateway['rate'] / sink['rate']:.0%} of the sink, delivered "
-        f"{gateway['delivered_rate'] / gateway['rate']:.0%} of accepted"
+        f"ratios  : accept {ratios['accept']:.0%} of the sink, delivered "
+        f"{ratios['delivered']:.0%} of accepted"
     )
+    return ratios
+
+
+async def main(arguments: argparse.Namespace) -> None:
+    configure_logging("warning", "json")  # the emulator in this process logs every message
+    latency_ms = 600_000 if arguments.accept_only else arguments.graph_latency_ms
+    print(
+        f"messages: {arguments.messages} x {arguments.size} bytes, 20 sessions, one connection "
+        f"per message; gateway delivery.concurrency {arguments.concurrency}"
+    )
+    runs = []
+    for run in range(1, arguments.runs + 1):
+        with tempfile.TemporaryDirectory(prefix="sgg-bench-") as folder:
+            work = Path(folder)
+            if arguments.keep is not None:  # spool, gateway.yaml and gateway.log stay
+                work = arguments.keep / f"run-{run}"
+                work.mkdir(parents=True, exist_ok=True)
+            sink = await bench_sink(work, arguments.messages, arguments.size)
+            gateway = await bench_gateway(
+                work,
+                arguments.messages,
+                arguments.size,
+                latency_ms=latency_ms,
+                accept_only=arguments.accept_only,
+                concurrency=arguments.concurrency,
+            )
+        if arguments.runs > 1:
+            print(f"--- run {run} of {arguments.runs}")
+        runs.append(report(sink, gateway, latency_ms))
+    if len(runs) > 1:
+        median = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+        worst = {key: max(r[key] for r in runs) for key in ("p99_ms", "rss_mb")}
+        print(
+            f"median of {len(runs)} runs: accept {median['accept']:.0%} of the sink"
+            + (
+                f", delivered {median['delivered']:.0%} of accepted"
+                if "delivered" in median
+                else ""
+            )
+            + f"; worst gateway p99 {worst['p99_ms']} ms, worst peak RSS {worst['rss_mb']} MB"
+        )
 
 
 if __name__ == "__main__":
@@ -238,14 +283,9 @@ if __name__ == "__main__":
         action="store_true",
         help="Graph holds every request, so only accepting is measured",
     )
-    parser.add_argument("--keep", type=Path, help="work in this directory and leave it")
-    arguments = parser.parse_args()
-    asyncio.run(
-        main(
-            arguments.messages,
-            arguments.size,
-            arguments.graph_latency_ms,
-            arguments.accept_only,
-            arguments.keep,
-        )
+    parser.add_argument("--runs", type=int, default=1, help="runs in turn, then the medians")
+    parser.add_argument(
+        "--concurrency", type=int, default=32, help="the gateway's delivery.concurrency"
     )
+    parser.add_argument("--keep", type=Path, help="work in this directory and leave it")
+    asyncio.run(main(parser.parse_args()))
