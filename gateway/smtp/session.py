@@ -281,7 +281,7 @@ class GatewaySMTP(SMTP):
         """
         if isinstance(status, str):
             status = _TRANSLATED.get(status, status)
-            if status[3:4] == "-":
+            if status[3:4] == "-" and "\n" not in status:  # a line of a multi-line reply
                 self._continued.append(status)
                 return
             if self._continued:
