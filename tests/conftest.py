@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -22,17 +24,28 @@ JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.")
 
 
 @pytest.fixture(autouse=True)
-def _debug_logs_hold_no_secrets() -> Iterator[None]:
+def _debug_logs_hold_no_secrets() -> Iterator[io.StringIO]:
     """The whole suite runs with DEBUG logging; no test may make a secret or token appear."""
     structlog.reset_defaults()
     stream = io.StringIO()
     configure_logging("debug", "json", stream=stream)
-    yield
+    yield stream
     text = stream.getvalue()
     leaked = [secret for secret in SECRETS if secret in text] + JWT.findall(text)[:1]
     assert not leaked, f"logged: {leaked}"
     structlog.reset_defaults()
     logging.getLogger().handlers.clear()
+
+
+@pytest.fixture
+def logged(_debug_logs_hold_no_secrets: io.StringIO) -> Callable[[str], list[dict[str, Any]]]:
+    """`logged(event)`: the JSON log entries of that event so far, as an administrator reads them."""
+
+    def entries(event: str) -> list[dict[str, Any]]:
+        lines = _debug_logs_hold_no_secrets.getvalue().splitlines()
+        return [entry for entry in map(json.loads, lines) if entry.get("event") == event]
+
+    return entries
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
+import re
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -31,8 +32,8 @@ from gateway.delivery.bounces import Bouncer
 from gateway.delivery.classify import Outcome
 from gateway.delivery.mailboxes import Admit, MailboxGates, WaitUntil
 from gateway.delivery.schedule import Schedule, ScheduleClosedError
-from gateway.delivery.submit import Submitter
-from gateway.errors import TokenError
+from gateway.delivery.submit import Refusal, Submitter
+from gateway.errors import SpoolError, TokenError
 from gateway.graph.client import GraphAnswer, GraphClient, GraphTransportError
 from gateway.graph.tokens import TokenProviders
 from gateway.mime.dsn import Failure
@@ -50,6 +51,22 @@ T = TypeVar("T")
 # and every fsync, stay on the delivery threads.
 INLINE_IO_LIMIT = 64 * 1024
 Logger = Any  # structlog's bound logger
+_ENHANCED_STATUS = re.compile(r"[245]\.\d{1,3}\.\d{1,3}")
+
+
+def _too_many_recipients(refusal: Refusal) -> bool:
+    """452 with 4.5.3 (or saying so): the server wants the rest in another transaction."""
+    return refusal.code == 452 and (
+        "4.5.3" in refusal.text or "too many recipients" in refusal.text.lower()
+    )
+
+
+def _enhanced_status(refusal: Refusal) -> str:
+    """The RFC 3463 status a refusal's text starts with, else one from its reply code."""
+    match = _ENHANCED_STATUS.match(refusal.text)
+    if match and match.group()[0] == str(refusal.code)[0]:
+        return match.group()
+    return f"{str(refusal.code)[0]}.0.0" if refusal.code >= 400 else "5.0.0"
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,7 +363,7 @@ class DeliveryEngine:
         outcome: Outcome,
         route: Route,
         bound: Logger,
-        refused: tuple[tuple[str, str], ...] = (),
+        refused: tuple[Refusal, ...] = (),
     ) -> None:
         details: dict[str, Any] = {
             "status": answer.status,
@@ -355,8 +372,11 @@ class DeliveryEngine:
             "duration_ms": round(answer.duration * 1000),
         }
         if outcome.delivered:
-            if refused:
-                await self._report_refused(queued, refused, bound)
+            if refused and not await self._refused(queued, attempt, refused, bound):
+                await self._defer(
+                    queued, attempt, bound, reason="the deferred recipients could not be queued"
+                )
+                return
             await self._spool_io(queued.queue_id, self._spool.complete, queued.queue_id)
             bound.info("delivered", recipients=len(queued.envelope.rcpt_tos), **details)
             self._notify(queued.queue_id, "delivered", details, mailbox=route.mailbox)
@@ -385,26 +405,82 @@ class DeliveryEngine:
             **details,
         )
 
-    async def _report_refused(
-        self, queued: QueuedMessage, refused: tuple[tuple[str, str], ...], bound: Logger
-    ) -> None:
-        """Some recipients were refused by the SMTP server while the rest took the message:
-        say so, and tell the sender about those recipients."""
-        bound.error(
-            "recipients_refused",
-            refused=[recipient for recipient, _reply in refused],
-            replies=[reply for _recipient, reply in refused],
-            action="the others received the message; the sender is notified about these",
+    async def _refused(
+        self, queued: QueuedMessage, attempt: int, refused: tuple[Refusal, ...], bound: Logger
+    ) -> bool:
+        """Some recipients were refused by the SMTP server while the rest took the message.
+
+        Those it deferred (4xx) are queued again as a message of their own: at once after
+        "452 4.5.3 too many recipients" (RFC 5321 §4.5.3.1.10: send the rest in another
+        transaction), else after the usual backoff. Those it refused for good (5xx), or whose
+        queue lifetime is over, are bounced to the sender. False if the deferred recipients
+        could not be queued: the caller then keeps the whole message for another attempt.
+        """
+        later = tuple(refusal for refusal in refused if refusal.temporary)
+        failed = [refusal for refusal in refused if not refusal.temporary]
+        if later:
+            at_once = all(_too_many_recipients(refusal) for refusal in later)
+            delay = self._retry_delay(attempt, 0.0 if at_once else None)
+            if self._past_lifetime(queued, delay):
+                failed.extend(later)
+            elif not await self._queue_again(queued, later, delay, bound):
+                return False
+        if failed:
+            bound.error(
+                "recipients_refused",
+                refused=[refusal.recipient for refusal in failed],
+                replies=[refusal.reply for refusal in failed],
+                action="the others received the message; the sender is notified about these",
+            )
+            statuses = {_enhanced_status(refusal) for refusal in failed}
+            failure = Failure(
+                tuple(refusal.recipient for refusal in failed),
+                statuses.pop() if len(statuses) == 1 else "5.0.0",
+                "; ".join(refusal.reply for refusal in failed)[:500],
+                "the SMTP server refused these recipients",
+            )
+            notice = await self._blocking(self._bouncer.bounce, queued, failure)
+            if notice.queue_id:
+                self.submit(notice.queue_id)
+        return True
+
+    async def _queue_again(
+        self, queued: QueuedMessage, later: tuple[Refusal, ...], delay: float, bound: Logger
+    ) -> bool:
+        """Queue the message for the deferred recipients only; False if the spool cannot."""
+        recipients = tuple(refusal.recipient for refusal in later)
+        replies = [refusal.reply for refusal in later]
+        record = {
+            "at": time.time(),
+            "result": "deferred",
+            "reason": f"the server deferred these recipients of {queued.queue_id} while the "
+            f"others took it: {'; '.join(replies)}"[:500],
+        }
+        try:
+            copy = await self._blocking(
+                self._spool.split, queued, recipients, time.time() + delay, record
+            )
+        except SpoolError as error:
+            bound.error(
+                "recipients_requeue_failed",
+                reason=str(error),
+                recipients=list(recipients),
+                action="the whole message stays queued and goes to every recipient again "
+                "(some receive it twice); free space in the spool",
+            )
+            return False
+        bound.warning(
+            "recipients_deferred",
+            recipients=list(recipients),
+            replies=replies,
+            new_queue_id=copy,
+            retry_in_s=round(delay, 1),
+            action="the others received the message; these are tried again as the new queue ID",
         )
-        failure = Failure(
-            tuple(recipient for recipient, _reply in refused),
-            "5.0.0",
-            "; ".join(reply for _recipient, reply in refused)[:500],
-            "the SMTP server refused these recipients",
+        self.submit(
+            copy, delay, mailbox=self._mailboxes.get(queued.queue_id, ""), size=len(queued.message)
         )
-        notice = await self._blocking(self._bouncer.bounce, queued, failure)
-        if notice.queue_id:
-            self.submit(notice.queue_id)
+        return True
 
     async def _defer(
         self,
@@ -417,18 +493,8 @@ class DeliveryEngine:
         config: bool = False,
         **details: Any,
     ) -> None:
-        delay = (
-            retry_after
-            if retry_after is not None
-            else backoff_delay(
-                attempt,
-                initial=self._settings.retry_initial,
-                maximum=self._settings.retry_max,
-                rng=self._rng,
-            )
-        )
-        age = time.time() - queued.envelope.received_at
-        if age + delay > self._settings.max_queue_lifetime:
+        delay = self._retry_delay(attempt, retry_after)
+        if self._past_lifetime(queued, delay):
             failure = Failure(
                 queued.envelope.rcpt_tos,
                 "4.4.7",
@@ -453,6 +519,20 @@ class DeliveryEngine:
         if not self._stopping:
             self._schedule.add(queued.queue_id, delay)
         self._notify(queued.queue_id, "deferred", details, reason=reason)
+
+    def _retry_delay(self, attempt: int, given: float | None) -> float:
+        """Seconds until the next attempt: `given` (Retry-After) if there is one, else backoff."""
+        if given is not None:
+            return given
+        settings = self._settings
+        return backoff_delay(
+            attempt, initial=settings.retry_initial, maximum=settings.retry_max, rng=self._rng
+        )
+
+    def _past_lifetime(self, queued: QueuedMessage, delay: float) -> bool:
+        """Whether waiting `delay` more seconds would keep it beyond `max_queue_lifetime`."""
+        age = time.time() - queued.envelope.received_at
+        return age + delay > self._settings.max_queue_lifetime
 
     def _spool_defer(self, queue_id: str, record: dict[str, Any], next_attempt: float) -> None:
         self._spool.record_attempt(queue_id, record)

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from gateway.config import GRAPH_REQUEST_LIMIT, MIME_SUBMISSION_LIMIT, SubmissionMode, Transport
 from gateway.delivery import smtp_oauth
@@ -54,6 +54,24 @@ class Form(StrEnum):
     SMTP = "smtp"  # the SMTP OAuth transport (smtp.office365.com:587, XOAUTH2)
 
 
+class Refusal(NamedTuple):
+    """One recipient an SMTP server refused while it took the message for the others."""
+
+    recipient: str
+    code: int  # 4xx: try this recipient again later; 5xx: it failed
+    text: str
+
+    @property
+    def reply(self) -> str:
+        """The server's reply, as it said it."""
+        return f"{self.code} {self.text}".strip()
+
+    @property
+    def temporary(self) -> bool:
+        """True for a 4xx refusal."""
+        return 400 <= self.code < 500
+
+
 @dataclass(frozen=True, slots=True)
 class Submitted:
     """The service's last answer for a message, what it means, and the form used."""
@@ -61,7 +79,7 @@ class Submitted:
     answer: GraphAnswer
     outcome: Outcome
     form: Form
-    refused: tuple[tuple[str, str], ...] = ()  # (recipient, reply) an SMTP server refused
+    refused: tuple[Refusal, ...] = ()  # recipients an SMTP server refused at RCPT TO
 
 
 def choose_form(route: Route, size: int, *, signed: bool) -> Form:
@@ -196,7 +214,7 @@ class Submitter:
             explanation=explanation,
         )
         refused = tuple(
-            (recipient, f"{code} {text}".strip())
+            Refusal(recipient, code, text)
             for recipient, (code, text) in zip(answer.refused, answer.refused_replies, strict=False)
         )
         return Submitted(graph_like, outcome, Form.SMTP, refused)

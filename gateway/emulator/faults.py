@@ -12,6 +12,8 @@ with 400 InvalidInternetMessageHeader, as Graph does for headers it will not tak
 For the SMTP listener: `smtp_fail_count` transactions in a row are answered `smtp_fail_reply`
 (a 4xx or 5xx SMTP reply line) at `smtp_fail_at`: "mail" (MAIL FROM), "rcpt" (every RCPT TO of
 the transaction) or "data" (after the final dot, instead of taking the message).
+`smtp_recipient_replies` refuses single recipients at RCPT TO, every time they are named, with
+their own reply line (as Exchange does for a full or unknown mailbox) while the others are taken.
 """
 
 from __future__ import annotations
@@ -76,14 +78,17 @@ class Faults:
     smtp_fail_count: int = 0  # SMTP listener: the next N transactions fail …
     smtp_fail_at: str = "data"  # … at "mail", "rcpt" or "data" …
     smtp_fail_reply: str = DEFAULT_SMTP_FAIL_REPLY  # … with this reply line
+    smtp_recipient_replies: Mapping[str, str] = field(default_factory=dict)  # address -> reply
     seed: int = 0
 
     def __post_init__(self) -> None:
         problems = _problems(self)
         if problems:
             raise ValueError("invalid faults: " + "; ".join(problems))
-        lowered = {address.strip().lower(): code for address, code in self.mailbox_errors.items()}
-        object.__setattr__(self, "mailbox_errors", lowered)
+        for name in ("mailbox_errors", "smtp_recipient_replies"):
+            mapping: Mapping[str, str] = getattr(self, name)
+            lowered = {address.strip().lower(): value for address, value in mapping.items()}
+            object.__setattr__(self, name, lowered)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Faults:
@@ -100,6 +105,7 @@ class Faults:
     def to_json(self) -> dict[str, Any]:
         result = dataclasses.asdict(self)
         result["mailbox_errors"] = dict(self.mailbox_errors)
+        result["smtp_recipient_replies"] = dict(self.smtp_recipient_replies)
         return result
 
     def replace(self, **changes: Any) -> Faults:
@@ -107,11 +113,12 @@ class Faults:
 
 
 def _coerce(name: str, value: Any) -> Any:
-    if name == "mailbox_errors":
+    if name in ("mailbox_errors", "smtp_recipient_replies"):
         if not isinstance(value, Mapping) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in value.items()
         ):
-            raise TypeError("mailbox_errors must map mailbox addresses to error codes")
+            what = "error codes" if name == "mailbox_errors" else "SMTP reply lines"
+            raise TypeError(f"{name} must map mailbox addresses to {what}")
         return dict(value)
     if name in ("throttle_rate", "unavailable_rate", "outage_seconds"):
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -153,6 +160,12 @@ def _problems(faults: Faults) -> list[str]:
             f"smtp_fail_reply must be a 4xx or 5xx reply line such as "
             f"'{DEFAULT_SMTP_FAIL_REPLY}', not {faults.smtp_fail_reply!r}"
         )
+    for address, reply in faults.smtp_recipient_replies.items():
+        if not _SMTP_REPLY.fullmatch(reply):
+            problems.append(
+                f"smtp_recipient_replies[{address!r}] must be a 4xx or 5xx reply line such as "
+                f"'550 5.1.1 User unknown', not {reply!r}"
+            )
     if faults.outage_seconds < 0:
         problems.append("outage_seconds must not be negative")
     if faults.unavailable_retry_after is not None and faults.unavailable_retry_after < 0:
@@ -231,6 +244,10 @@ class FaultState:
             self._smtp_failures_left -= 1
             return self.faults.smtp_fail_reply
         return None
+
+    def smtp_recipient_reply(self, address: str) -> str | None:
+        """The refusal for this recipient at RCPT TO, if one is configured."""
+        return self.faults.smtp_recipient_replies.get(address.strip().lower())
 
     def mailbox_error(self, mailbox: str | None, *, sending: bool) -> InjectedError | None:
         """The configured refusal for `mailbox`, if it applies to this kind of request."""

@@ -29,7 +29,8 @@ https://outlook.office365.com or its app id), and either
 
 A message taken goes to the outbox as mode "smtp" for the authenticated mailbox, with the
 envelope kept (see outbox.py). `Faults.smtp_fail_*` make the next transactions fail at MAIL,
-RCPT or after DATA with a chosen 4xx/5xx reply.
+RCPT or after DATA with a chosen 4xx/5xx reply; `Faults.smtp_recipient_replies` refuses chosen
+recipients at RCPT TO while the others are taken.
 """
 
 from __future__ import annotations
@@ -449,6 +450,10 @@ class _Session:
             transaction.rcpt_failure = self.state.faults.take_smtp_failure("rcpt")
         if transaction.rcpt_failure is not None:
             await self.reply(transaction.rcpt_failure)
+            return
+        refusal = self.state.faults.smtp_recipient_reply(address)
+        if refusal is not None:
+            await self.reply(refusal)
             return
         transaction.rcpt_to.append(address)
         await self.reply("250 2.1.5 Recipient OK")

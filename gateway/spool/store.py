@@ -29,7 +29,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -222,9 +222,8 @@ class Spool:
         user: str = "",
     ) -> str:
         """Write a message durably and return its queue ID. `SpoolError` if it cannot."""
-        queue_id = new_queue_id()
         envelope = Envelope(
-            queue_id,
+            new_queue_id(),
             mail_from,
             rcpt_tos,
             time.time(),
@@ -235,7 +234,40 @@ class Spool:
             send_as,
             user,
         )
-        partial = self._path("tmp", queue_id)
+        self._write(envelope, message)
+        return envelope.queue_id
+
+    def split(
+        self,
+        queued: QueuedMessage,
+        rcpt_tos: tuple[str, ...],
+        next_attempt: float,
+        attempt: dict[str, Any],
+    ) -> str:
+        """Queue the same message again for some of its recipients only, due at
+        `next_attempt`; return the new queue ID. `SpoolError` if it cannot.
+
+        For recipients a server deferred while the others took the message. The copy keeps
+        the original's arrival time (the queue lifetime still counts from it) and its attempt
+        history with `attempt` added, so backoff and `queue show` go on from there.
+        """
+        envelope = replace(queued.envelope, queue_id=new_queue_id(), rcpt_tos=rcpt_tos)
+        history = [*self.attempts(queued.queue_id), attempt]
+        with contextlib.suppress(OSError):  # the history is a courtesy, not the message
+            _write_atomic(
+                self._dir("meta") / f"{envelope.queue_id}.json",
+                json.dumps({"attempts": history}, separators=(",", ":")),
+            )
+        try:
+            self._write(envelope, queued.message, next_attempt)
+        except SpoolError:
+            (self._dir("meta") / f"{envelope.queue_id}.json").unlink(missing_ok=True)
+            raise
+        return envelope.queue_id
+
+    def _write(self, envelope: Envelope, message: bytes, next_attempt: float | None = None) -> None:
+        """tmp/ → fdatasync → rename into queue/ → directory fsync (shared, see `_GroupSync`)."""
+        partial = self._path("tmp", envelope.queue_id)
         try:
             fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
@@ -247,14 +279,15 @@ class Spool:
                 os.fdatasync(fd)  # data and size; the name is made durable by the dir fsync
             finally:
                 os.close(fd)
-            os.rename(partial, self._path("queue", queue_id))
+            if next_attempt is not None:
+                os.utime(partial, (time.time(), next_attempt))
+            os.rename(partial, self._path("queue", envelope.queue_id))
             self._queue_sync.sync()
         except OSError as error:
             with contextlib.suppress(OSError):
                 partial.unlink(missing_ok=True)
             reason = "spool disk is full" if error.errno == errno.ENOSPC else error.strerror
             raise SpoolError(f"cannot store message: {reason}") from None
-        return queue_id
 
     def lease(self, queue_id: str) -> QueuedMessage | None:
         """Move a queued message to active/ and read it; None if it is no longer queued.

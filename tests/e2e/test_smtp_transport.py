@@ -4,7 +4,7 @@ STARTTLS and XOAUTH2, with app-only and delegated tokens, and its 4xx/5xx answer
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from gateway.emulator import Emulator, EmulatorSettings, EmulatorUser, Faults, r
 from tests.e2e.test_cli import run_cli
 from tests.support.gateway import config_document, run_gateway, write_config
 
+Logged = Callable[[str], list[dict[str, Any]]]
 MESSAGE = (
     b"From: Scanner <scanner@contoso.com>\r\nTo: alice@contoso.com\r\n"
     b"Bcc: secret@contoso.com\r\nSubject: over SMTP\r\n\r\n.dot line\r\nbody\r\n"
@@ -91,3 +92,91 @@ async def test_smtp_4xx_is_retried_and_5xx_is_held_with_the_servers_text(
     assert event.status == int(reply[:3])
     assert reply[4:9] in event.reason  # the server's own words reach the administrator
     assert exchange.delivered() == []
+
+
+async def test_too_many_recipients_are_sent_at_once_in_another_transaction(
+    tmp_path: Path, exchange: Emulator
+) -> None:
+    # Exchange Online takes 500 recipients per message and answers the rest "452 4.5.3".
+    document = smtp_document(tmp_path, exchange)  # retries an hour apart: this must not wait
+    document["smtp"]["max_recipients"] = 600
+    envelope = [f"user{index:03d}@fabrikam.com" for index in range(503)]
+    async with run_gateway(load_config(write_config(tmp_path, document))) as gateway:
+        assert await gateway.send("scanner@contoso.com", envelope, MESSAGE) == {}
+        first, rest = await gateway.delivered(2)
+    assert first.queue_id != rest.queue_id
+    transactions = [mail.envelope.rcpt_to for mail in exchange.delivered() if mail.envelope]
+    assert [len(rcpt_to) for rcpt_to in transactions] == [500, 3]
+    assert sorted(transactions[0] + transactions[1]) == envelope  # each once, none lost
+    assert list((tmp_path / "spool" / "queue").iterdir()) == []
+
+
+async def test_deferred_recipients_are_retried_and_refused_ones_bounced(
+    tmp_path: Path, exchange: Emulator, logged: Logged
+) -> None:
+    exchange.set_faults(Faults(smtp_recipient_replies={
+        "carol@fabrikam.com": "450 4.2.1 Mailbox busy, try again later",
+        "dave@fabrikam.com": "550 5.1.1 User unknown",
+    }))
+    document = smtp_document(tmp_path, exchange)
+    document["delivery"].update(retry_initial="1s", retry_max="2s",
+                                postmaster="scanner@contoso.com")
+    envelope = ["alice@fabrikam.com", "carol@fabrikam.com", "dave@fabrikam.com"]
+    async with run_gateway(load_config(write_config(tmp_path, document))) as gateway:
+        assert await gateway.send("scanner@contoso.com", envelope, MESSAGE) == {}
+        original = await gateway.next_event()
+        assert original.result == "delivered"
+        [copy] = [path.stem for path in (tmp_path / "spool" / "queue").glob("*.msg")
+                  if b'"rcpt_tos":["carol@fabrikam.com"]' in path.read_bytes()]
+        shown = await asyncio.to_thread(run_cli, "queue", "--config",
+                                        str(tmp_path / "gateway.yaml"), "show", copy)
+        assert shown.returncode == 0, shown.stderr
+        assert "carol@fabrikam.com" in shown.stdout
+        assert "450 4.2.1" in shown.stdout  # the original's attempt is in the copy's history
+        [deferred] = logged("recipients_deferred")
+        assert (deferred["queue_id"], deferred["new_queue_id"]) == (original.queue_id, copy)
+        assert deferred["recipients"] == ["carol@fabrikam.com"]
+        assert deferred["replies"] == ["450 4.2.1 Mailbox busy, try again later"]
+        [refused] = logged("recipients_refused")
+        assert refused["refused"] == ["dave@fabrikam.com"]
+        assert "sender is notified" in refused["action"]
+        assert "alice@fabrikam.com" not in shown.stdout and "dave" not in shown.stdout
+        exchange.set_faults(Faults())  # carol's mailbox is free again
+        await gateway.next_event(30, lambda event: event.queue_id == copy)
+    by_recipients = {mail.envelope.rcpt_to: mail for mail in exchange.delivered() if mail.envelope}
+    assert set(by_recipients) == {("alice@fabrikam.com",), ("carol@fabrikam.com",),
+                                  ("scanner@contoso.com",)}
+    notice = by_recipients[("scanner@contoso.com",)].mime
+    assert b"Final-Recipient: rfc822; dave@fabrikam.com" in notice
+    assert b"Status: 5.1.1" in notice
+    assert b"carol@fabrikam.com" not in notice.split(b"message/rfc822")[0]
+
+
+async def test_deferred_recipients_that_cannot_be_queued_keep_the_whole_message(
+    tmp_path: Path, exchange: Emulator, logged: Logged
+) -> None:
+    exchange.set_faults(Faults(smtp_fail_count=1, smtp_fail_at="data"))  # a first try fails
+    document = smtp_document(tmp_path, exchange)
+    document["delivery"].update(retry_initial="1s", retry_max="1s")
+    tmp = tmp_path / "spool" / "tmp"
+    async with run_gateway(load_config(write_config(tmp_path, document))) as gateway:
+        assert await gateway.send("scanner@contoso.com", ["alice@fabrikam.com",
+                                                          "carol@fabrikam.com"], MESSAGE) == {}
+        first = await gateway.next_event()
+        assert first.result == "deferred"
+        tmp.rmdir()
+        tmp.write_text("the disk is broken")  # no new spool file can be written now
+        exchange.set_faults(Faults(smtp_recipient_replies={"carol@fabrikam.com": "452 4.2.2 Full"}))
+        second = await gateway.next_event(30)
+        assert (second.queue_id, second.result) == (first.queue_id, "deferred")
+        [failed] = logged("recipients_requeue_failed")
+        assert failed["recipients"] == ["carol@fabrikam.com"]
+        assert "receive it twice" in failed["action"]
+        tmp.unlink()
+        tmp.mkdir()
+        exchange.set_faults(Faults())
+        third = await gateway.next_event(30)
+        assert (third.queue_id, third.result) == (first.queue_id, "delivered")
+    transactions = [mail.envelope.rcpt_to for mail in exchange.delivered() if mail.envelope]
+    # alice's copy went twice (logged as such); carol's was never given up.
+    assert transactions == [("alice@fabrikam.com",), ("alice@fabrikam.com", "carol@fabrikam.com")]

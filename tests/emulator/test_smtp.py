@@ -340,6 +340,40 @@ async def test_injected_replies_at_rcpt_and_after_data(emulator: Emulator) -> No
     assert len(emulator.delivered()) == 2
 
 
+async def test_chosen_recipients_are_refused_while_the_others_are_taken(
+    emulator: Emulator,
+) -> None:
+    with pytest.raises(ValueError, match=r"smtp_recipient_replies\['b@example.com'\]"):
+        Faults(smtp_recipient_replies={"b@example.com": "250 ok"})
+    emulator.set_faults(
+        Faults(
+            smtp_recipient_replies={
+                "B@example.com": "450 4.2.1 Mailbox busy",
+                "c@example.com": "550 5.1.1 User unknown",
+            }
+        )
+    )
+    token = await smtp_token(emulator)
+
+    def session() -> list[Any]:
+        with connect(emulator) as client:
+            client.auth("XOAUTH2", lambda challenge=None: xoauth2("alice@contoso.com", token))
+            recipients = ["a@example.com", "b@example.com", "c@example.com"]
+            first = client.sendmail("alice@contoso.com", recipients, message().as_bytes())
+            again = client.sendmail("alice@contoso.com", recipients, message().as_bytes())
+            return [first, again]
+
+    first, again = await in_thread(session)
+    assert first == again == {  # every time they are named
+        "b@example.com": (450, b"4.2.1 Mailbox busy"),
+        "c@example.com": (550, b"5.1.1 User unknown"),
+    }
+    assert [mail.envelope.rcpt_to for mail in emulator.delivered() if mail.envelope] == [
+        ("a@example.com",),
+        ("a@example.com",),
+    ]
+
+
 async def test_injected_reply_at_mail_and_message_size(start_emulator: StartEmulator) -> None:
     emulator = await start_emulator(
         apps=APPS,

@@ -148,6 +148,47 @@ def test_retry_time_and_attempts_survive_a_restart(tmp_path: Path) -> None:
     assert queued is not None and queued.attempts == 1
 
 
+def test_split_queues_a_durable_copy_for_some_recipients(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.open()
+    queue_id = spool.store(mail_from="a@contoso.com", rcpt_tos=("b@x.com", "c@x.com", "d@x.com"),
+                           message=MESSAGE, client="loopback", peer="127.0.0.1", listener="lan")
+    queued = spool.lease(queue_id)  # as the engine holds it while it delivers
+    assert queued is not None
+    spool.record_attempt(queue_id, {"result": "deferred", "reason": "503"})
+    due = time.time() + 300
+
+    copy = spool.split(queued, ("c@x.com",), due, {"result": "deferred", "reason": "450"})
+    spool.close()  # a crash right here: the copy is already durable
+
+    again = Spool(tmp_path / "spool")
+    again.open()
+    recovered = dict(again.recover())
+    assert set(recovered) == {queue_id, copy}  # the original was in flight: queued again
+    assert abs(recovered[copy] - due) < 1
+    copied = again.lease(copy)
+    assert copied is not None
+    assert copied.message == MESSAGE
+    assert copied.envelope.rcpt_tos == ("c@x.com",)
+    assert copied.envelope.received_at == queued.envelope.received_at  # lifetime goes on
+    assert [a["reason"] for a in again.attempts(copy)] == ["503", "450"]
+    assert copied.attempts == 2
+    whole = again.lease(queue_id)
+    assert whole is not None and len(whole.envelope.rcpt_tos) == 3
+
+
+def test_split_that_cannot_be_written_leaves_nothing_behind(spool: Spool) -> None:
+    queue_id = store(spool)
+    queued = spool.lease(queue_id)
+    assert queued is not None
+    (spool.directory / "tmp").rmdir()
+    (spool.directory / "tmp").write_text("not a directory")  # every write now fails
+    with pytest.raises(SpoolError, match="cannot store message"):
+        spool.split(queued, ("b@contoso.com",), time.time(), {"result": "deferred"})
+    assert sorted(p.name for p in (spool.directory / "meta").iterdir()) == []
+    assert [entry.queue_id for entry in spool.entries()] == [queue_id]  # the original, still leased
+
+
 def test_admin_operations(spool: Spool) -> None:
     held, queued, gone = store(spool), store(spool), store(spool)
     assert spool.hold(held, {"reason": "administrator"}, state="queue")
