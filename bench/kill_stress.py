@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import random
 import sys
 import tempfile
@@ -25,6 +26,8 @@ from tests.support.gateway import config_document, write_config  # noqa: E402
 
 async def main(rounds: int, seed: int) -> int:
     configure_logging("warning", "json")
+    # Every kill cuts the gateway's Graph requests short; the emulator's server would log each.
+    logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory(prefix="sgg-kill-") as folder:
         work = Path(folder)

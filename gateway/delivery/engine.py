@@ -41,14 +41,16 @@ from gateway.mime.headers import message_id
 from gateway.routing import Route, Router
 from gateway.spool import Envelope, QueuedMessage, Spool
 from gateway.spool.format import CorruptRecord
+from gateway.spool.remover import Remover
 
 log = structlog.get_logger("gateway.delivery")
 T = TypeVar("T")
 
-# Messages up to this size are leased and removed on the event loop: a rename, a read of a few
-# KiB from the page cache and an unlink take microseconds, less than handing them to a thread
-# and back (which also makes the thread fight the accepting loop for the GIL). Larger messages,
-# and every fsync, stay on the delivery threads.
+# Messages up to this size are leased on the event loop: a rename and a read of a few KiB from
+# the page cache cost less than handing them to a thread and back (which also makes the thread
+# fight the accepting loop for the GIL). Larger messages, and every fsync, stay on the delivery
+# threads. Delivered messages are removed by the spool's Remover thread: an unlink can wait for
+# a journal commit, and nothing needs to wait for it.
 INLINE_IO_LIMIT = 64 * 1024
 Logger = Any  # structlog's bound logger
 _ENHANCED_STATUS = re.compile(r"[245]\.\d{1,3}\.\d{1,3}")
@@ -125,6 +127,7 @@ class DeliveryEngine:
         )
         self._hostname = hostname
         self._bouncer = Bouncer(spool, settings.postmaster, hostname)
+        self._remover = Remover(spool)
         self._mailboxes: dict[str, str] = {}
         self._sizes: dict[str, int] = {}
         self._tenants: dict[str, str] = {}
@@ -142,8 +145,8 @@ class DeliveryEngine:
         return await loop.run_in_executor(self._executor, functools.partial(function, *args))
 
     async def _spool_io(self, queue_id: str, function: Callable[..., T], *args: Any) -> T:
-        """Lease or remove a message: on the loop when it is known to be small (see
-        `INLINE_IO_LIMIT`), else on the delivery threads."""
+        """Lease a message: on the loop when it is known to be small (see `INLINE_IO_LIMIT`),
+        else on the delivery threads."""
         if 0 < self._sizes.get(queue_id, 0) <= INLINE_IO_LIMIT:
             return function(*args)
         return await self._blocking(function, *args)
@@ -213,6 +216,7 @@ class DeliveryEngine:
         for worker in self._workers:
             worker.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
+        await asyncio.to_thread(self._remover.close)  # delivered files are gone before we stop
         return finished
 
     async def _work(self) -> None:
@@ -377,7 +381,7 @@ class DeliveryEngine:
                     queued, attempt, bound, reason="the deferred recipients could not be queued"
                 )
                 return
-            await self._spool_io(queued.queue_id, self._spool.complete, queued.queue_id)
+            self._remover.remove(queued.queue_id)
             bound.info("delivered", recipients=len(queued.envelope.rcpt_tos), **details)
             self._notify(queued.queue_id, "delivered", details, mailbox=route.mailbox)
             self.forget(queued.queue_id)
