@@ -12,6 +12,7 @@ import pytest
 from gateway.errors import SpoolError
 from gateway.spool import Spool
 from gateway.spool.format import CorruptRecord
+from gateway.spool.remover import Remover
 
 MESSAGE = b"From: a@contoso.com\r\nTo: b@contoso.com\r\nSubject: x\r\n\r\nbody\r\n"
 
@@ -233,3 +234,31 @@ def test_concurrent_writers_share_directory_syncs(spool: Spool, monkeypatch) -> 
     assert len(synced) < 64  # shared
     for queue_id in ids:  # and each rename is covered by a sync that started after it
         assert any(start > renamed[queue_id] for start in synced)
+
+
+def test_remover_removes_delivered_messages_and_close_waits_for_it(spool: Spool) -> None:
+    ids = [store(spool) for _ in range(50)]
+    for queue_id in ids:
+        spool.lease(queue_id)
+        spool.record_attempt(queue_id, {"result": "deferred"})
+    remover = Remover(spool)
+    for queue_id in ids:
+        remover.remove(queue_id)
+    remover.close()
+    remover.close()  # twice is fine (drain runs it more than once)
+    assert spool.count("active") == 0
+    assert list((spool.directory / "meta").iterdir()) == []
+
+
+def test_remover_logs_what_it_cannot_remove_and_goes_on(spool: Spool, logged) -> None:
+    stuck, fine = store(spool), store(spool)
+    spool.lease(fine)
+    (spool.directory / "active" / f"{stuck}.msg").mkdir()  # unlink() of it fails
+    remover = Remover(spool)
+    remover.remove(stuck)
+    remover.remove(fine)
+    remover.close()
+    [entry] = logged("spool_remove_failed")
+    assert entry["queue_id"] == stuck
+    assert "sent again at the next start" in entry["action"]
+    assert spool.state_of(fine) is None
