@@ -7,7 +7,13 @@ accept rate and DATA→250 latency, the gateway's delivered rate, its peak RSS a
 went. `--accept-only` makes Graph hold every request, so only the accept path runs. This
 machine's speed drifts by a third from minute to minute: use `--runs 5` and read the medians.
 
-Run: .venv/bin/python bench/accept.py [--messages 3000] [--runs 5] [--accept-only]
+Only the sink's files and the gateway's spool are on the disk under test. The emulator's outbox
+(two files per message) and the gateway's log go to `--aside` (/dev/shm by default): in
+production Graph's storage is not on this disk and the log goes to journald through a socket,
+and on ext4 their file creations and appends would wait on the same journal as the spool's
+fsyncs. `--aside ''` puts them beside the spool to see what that costs.
+
+Run: .venv/bin/python bench/accept.py [--messages 3000] [--runs 5] [--accept-only] [--aside DIR]
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import asyncio
 import json
 import os
 import resource
+import shutil
 import socket
 import statistics
 import sys
@@ -122,8 +129,10 @@ async def bench_gateway(
     latency_ms: int = 50,
     accept_only: bool = False,
     concurrency: int = 32,
+    aside: Path,
 ) -> dict[str, float]:
-    settings = EmulatorSettings(state_dir=work / "emulator", faults=Faults(latency_ms=latency_ms))
+    """`aside`: where the emulator's outbox and the gateway's log go (see the module's doc)."""
+    settings = EmulatorSettings(state_dir=aside / "emulator", faults=Faults(latency_ms=latency_ms))
     async with running_emulator(settings) as emulator:
         port = free_port()
         config = {
@@ -150,7 +159,7 @@ async def bench_gateway(
             "logging": {"level": "info", "format": "json"},
         }
         (work / "gateway.yaml").write_text(yaml.safe_dump(config))
-        with (work / "gateway.log").open("wb") as log:
+        with (aside / "gateway.log").open("wb") as log:
             gateway = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
@@ -242,9 +251,12 @@ async def main(arguments: argparse.Namespace) -> None:
     )
     runs = []
     for run in range(1, arguments.runs + 1):
-        with tempfile.TemporaryDirectory(prefix="sgg-bench-") as folder:
+        with (
+            tempfile.TemporaryDirectory(prefix="sgg-bench-") as folder,
+            tempfile.TemporaryDirectory(prefix="sgg-bench-", dir=arguments.aside or None) as aside,
+        ):
             work = Path(folder)
-            if arguments.keep is not None:  # spool, gateway.yaml and gateway.log stay
+            if arguments.keep is not None:  # spool and gateway.yaml stay
                 work = arguments.keep / f"run-{run}"
                 work.mkdir(parents=True, exist_ok=True)
             sink = await bench_sink(work, arguments.messages, arguments.size)
@@ -255,7 +267,10 @@ async def main(arguments: argparse.Namespace) -> None:
                 latency_ms=latency_ms,
                 accept_only=arguments.accept_only,
                 concurrency=arguments.concurrency,
+                aside=Path(aside) if arguments.aside else work,
             )
+            if arguments.keep is not None and arguments.aside:
+                shutil.copy(Path(aside) / "gateway.log", work / "gateway.log")
         if arguments.runs > 1:
             print(f"--- run {run} of {arguments.runs}")
         runs.append(report(sink, gateway, latency_ms))
@@ -288,4 +303,11 @@ if __name__ == "__main__":
         "--concurrency", type=int, default=32, help="the gateway's delivery.concurrency"
     )
     parser.add_argument("--keep", type=Path, help="work in this directory and leave it")
+    shm = "/dev/shm"  # noqa: S108 - a private directory is made inside it (mkdtemp)
+    parser.add_argument(
+        "--aside",
+        default=shm if Path(shm).is_dir() else "",
+        help="the emulator's outbox and the gateway's log go here (default /dev/shm); "
+        "--aside '' puts them on the spool's disk",
+    )
     asyncio.run(main(parser.parse_args()))
