@@ -18,7 +18,7 @@ from typing import Any
 from gateway import __version__
 from gateway.config import Config, load_config
 from gateway.errors import ConfigError, GatewayError
-from gateway.observability.logging import configure_logging
+from gateway.observability.logging import configure_logging, flush_logs
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 78
 
@@ -96,13 +96,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except ConfigError as error:
+        flush_logs()  # the log lines before it, then the error
         print(f"smtp-graph-gateway: {error}", file=sys.stderr)
         return EXIT_CONFIG
     except GatewayError as error:
+        flush_logs()
         print(f"smtp-graph-gateway: {error}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_FAILURE
+    finally:
+        flush_logs()
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -211,6 +215,7 @@ def _login(args: argparse.Namespace) -> int:
         else:
             signed_in = device_code_login(tenant, show=show, proxy=config.proxy)
     except LoginError as error:
+        flush_logs()
         print(f"smtp-graph-gateway: {error}", file=sys.stderr)
         return EXIT_FAILURE
     print(f"signed in as {signed_in.username}; token cache written to {signed_in.cache}")

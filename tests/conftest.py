@@ -14,7 +14,7 @@ import pytest
 import structlog
 
 from gateway.emulator import Emulator, EmulatorSettings, running_emulator
-from gateway.observability.logging import configure_logging
+from gateway.observability.logging import configure_logging, flush_logs
 
 # Every secret value and the shape of every token the tests use: none may ever be logged.
 SECRETS = ("contoso-secret", "right-secret", "old-secret", "Wr0ngSecretValue", "hunter2-secret",
@@ -30,6 +30,7 @@ def _debug_logs_hold_no_secrets() -> Iterator[io.StringIO]:
     stream = io.StringIO()
     configure_logging("debug", "json", stream=stream)
     yield stream
+    assert flush_logs(), "the log writer did not drain"
     text = stream.getvalue()
     leaked = [secret for secret in SECRETS if secret in text] + JWT.findall(text)[:1]
     assert not leaked, f"logged: {leaked}"
@@ -42,6 +43,7 @@ def logged(_debug_logs_hold_no_secrets: io.StringIO) -> Callable[[str], list[dic
     """`logged(event)`: the JSON log entries of that event so far, as an administrator reads them."""
 
     def entries(event: str) -> list[dict[str, Any]]:
+        assert flush_logs(), "the log writer did not drain"
         lines = _debug_logs_hold_no_secrets.getvalue().splitlines()
         return [entry for entry in map(json.loads, lines) if entry.get("event") == event]
 

@@ -2,32 +2,75 @@
 
 Libraries that could log message content or credentials are held at WARNING whatever the
 configured level: aiosmtpd's `mail.log` logs every DATA line at DEBUG, msal and urllib3 log
-request details.
+request details. Lines go through a `LogWriter`, so a blocked stderr never blocks the event loop.
+What is still buffered is written at exit, or when `flush_logs` is called.
 """
 
 from __future__ import annotations
 
+import atexit
+import json
 import logging
 import sys
-from typing import TextIO
+import time
+from collections.abc import Callable
+from typing import TextIO, cast
 
 import structlog
+
+from gateway.observability.logwriter import LogWriter
 
 _QUIET_LIBRARIES = ("mail.log", "msal", "urllib3", "aiohttp.access", "asyncio")
 
 
+_writer: LogWriter | None = None
+
+
+def _dropped_notice(console: bool) -> Callable[[int], str]:
+    """The line that says how many lines a blocked stream made us drop."""
+
+    def notice(count: int) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        action = "the log's reader (journald, a pipe) did not keep up; mail was not affected"
+        if console:
+            return f"{stamp} [warning  ] log_lines_dropped count={count} action={action!r}\n"
+        line = {"event": "log_lines_dropped", "count": count, "action": action}
+        return json.dumps({**line, "level": "warning", "timestamp": stamp}) + "\n"
+
+    return notice
+
+
+def flush_logs(timeout: float = 5.0) -> bool:
+    """Wait until every log line so far has been written out; False if that timed out."""
+    return _writer.drain(timeout) if _writer is not None else True
+
+
+def _close_writer() -> None:
+    global _writer  # noqa: PLW0603 - logging is process-wide, like structlog's own set-up
+    if _writer is not None:
+        _writer.close()
+        _writer = None
+
+
+atexit.register(_close_writer)
+
+
 def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
     """Route structlog and stdlib logging to `stream` (stderr) at `level`."""
-    output = stream or sys.stderr
+    global _writer  # noqa: PLW0603 - see _close_writer
+    real = stream or sys.stderr
     numeric = logging.getLevelName(level.upper())
-    console = fmt == "console" or (fmt == "auto" and output.isatty())
+    console = fmt == "console" or (fmt == "auto" and real.isatty())
+    _close_writer()  # lines logged under the previous set-up go out first
+    _writer = LogWriter(real, _dropped_notice(console))
+    output = cast(TextIO, _writer)  # file-like: write, flush, isatty
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer: structlog.typing.Processor = (
-        structlog.dev.ConsoleRenderer(colors=output.isatty())
+        structlog.dev.ConsoleRenderer(colors=real.isatty())
         if console
         else structlog.processors.JSONRenderer()
     )

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from gateway.emulator import Emulator, EmulatorApp, EmulatorSettings, running_emulator
-from gateway.observability.logging import configure_logging
+from gateway.observability.logging import configure_logging, flush_logs
 from tests.e2e.test_pipeline import MESSAGE
 from tests.support.gateway import config_document, make_config, run_gateway, write_config
 from tests.support.load import Load
@@ -173,6 +173,7 @@ async def test_debug_logs_are_structured_and_hold_no_secret_or_body(
         await gateway.delivered(1)
         provider = gateway.gateway._tokens.for_tenant(config.tenants[0])
         token = await provider.get()
+    assert flush_logs()
     text = stream.getvalue()
     events = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
     transaction = next(e for e in events if e.get("event") == "transaction")
