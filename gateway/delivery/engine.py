@@ -422,11 +422,13 @@ class DeliveryEngine:
         """
         later = tuple(refusal for refusal in refused if refusal.temporary)
         failed = [refusal for refusal in refused if not refusal.temporary]
+        statuses = {_enhanced_status(refusal) for refusal in failed}
         if later:
             at_once = all(_too_many_recipients(refusal) for refusal in later)
             delay = self._retry_delay(attempt, 0.0 if at_once else None)
             if self._past_lifetime(queued, delay):
                 failed.extend(later)
+                statuses.add("4.4.7")  # delivery time expired, as for a whole message
             elif not await self._queue_again(queued, later, delay, bound):
                 return False
         if failed:
@@ -436,7 +438,6 @@ class DeliveryEngine:
                 replies=[refusal.reply for refusal in failed],
                 action="the others received the message; the sender is notified about these",
             )
-            statuses = {_enhanced_status(refusal) for refusal in failed}
             failure = Failure(
                 tuple(refusal.recipient for refusal in failed),
                 statuses.pop() if len(statuses) == 1 else "5.0.0",

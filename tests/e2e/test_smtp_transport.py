@@ -180,3 +180,22 @@ async def test_deferred_recipients_that_cannot_be_queued_keep_the_whole_message(
     transactions = [mail.envelope.rcpt_to for mail in exchange.delivered() if mail.envelope]
     # alice's copy went twice (logged as such); carol's was never given up.
     assert transactions == [("alice@fabrikam.com",), ("alice@fabrikam.com", "carol@fabrikam.com")]
+
+
+async def test_deferred_recipients_past_the_queue_lifetime_are_bounced_as_expired(
+    tmp_path: Path, exchange: Emulator
+) -> None:
+    exchange.set_faults(Faults(smtp_recipient_replies={"carol@fabrikam.com": "450 4.2.1 Busy"}))
+    document = smtp_document(tmp_path, exchange)  # the next try would be an hour away …
+    document["delivery"].update(max_queue_lifetime="10m",  # … past the queue lifetime
+                                postmaster="scanner@contoso.com")
+    async with run_gateway(load_config(write_config(tmp_path, document))) as gateway:
+        assert await gateway.send("scanner@contoso.com",
+                                  ["alice@fabrikam.com", "carol@fabrikam.com"], MESSAGE) == {}
+        await gateway.delivered(2)  # alice's message, then the notice about carol
+    transactions = [mail.envelope.rcpt_to for mail in exchange.delivered() if mail.envelope]
+    assert transactions == [("alice@fabrikam.com",), ("scanner@contoso.com",)]
+    notice = exchange.delivered()[1].mime
+    assert b"Final-Recipient: rfc822; carol@fabrikam.com" in notice
+    assert b"Status: 4.4.7" in notice
+    assert list((tmp_path / "spool" / "queue").glob("*.msg")) == []  # no copy waits
