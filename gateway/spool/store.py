@@ -252,16 +252,12 @@ class Spool:
         history with `attempt` added, so backoff and `queue show` go on from there.
         """
         envelope = replace(queued.envelope, queue_id=new_queue_id(), rcpt_tos=rcpt_tos)
-        history = [*self.attempts(queued.queue_id), attempt]
         with contextlib.suppress(OSError):  # the history is a courtesy, not the message
-            _write_atomic(
-                self._dir("meta") / f"{envelope.queue_id}.json",
-                json.dumps({"attempts": history}, separators=(",", ":")),
-            )
+            self._save_history(envelope.queue_id, [*self.attempts(queued.queue_id), attempt])
         try:
             self._write(envelope, queued.message, next_attempt)
         except SpoolError:
-            (self._dir("meta") / f"{envelope.queue_id}.json").unlink(missing_ok=True)
+            self._meta(envelope.queue_id).unlink(missing_ok=True)
             raise
         return envelope.queue_id
 
@@ -322,7 +318,7 @@ class Spool:
     def complete(self, queue_id: str) -> None:
         """Forget a delivered message."""
         self._path("active", queue_id).unlink(missing_ok=True)
-        (self._dir("meta") / f"{queue_id}.json").unlink(missing_ok=True)
+        self._meta(queue_id).unlink(missing_ok=True)
 
     def hold(self, queue_id: str, reason: dict[str, Any], *, state: str = "active") -> bool:
         """Park a message (leased, or queued when an administrator asks) with its reason."""
@@ -338,17 +334,19 @@ class Spool:
 
     def record_attempt(self, queue_id: str, attempt: dict[str, Any]) -> None:
         """Append one attempt to the message's history (for `queue show` and retry counts)."""
-        history = self.attempts(queue_id)
-        history.append(attempt)
-        _write_atomic(
-            self._dir("meta") / f"{queue_id}.json",
-            json.dumps({"attempts": history}, separators=(",", ":")),
-        )
+        self._save_history(queue_id, [*self.attempts(queue_id), attempt])
+
+    def _meta(self, queue_id: str) -> Path:
+        return self._dir("meta") / f"{queue_id}.json"
+
+    def _save_history(self, queue_id: str, history: list[dict[str, Any]]) -> None:
+        text = json.dumps({"attempts": history}, separators=(",", ":"))
+        _write_atomic(self._meta(queue_id), text)
 
     def attempts(self, queue_id: str) -> list[dict[str, Any]]:
         """The attempt history of a message (empty when it was never tried)."""
         try:
-            data = json.loads((self._dir("meta") / f"{queue_id}.json").read_text())
+            data = json.loads(self._meta(queue_id).read_text())
         except (OSError, ValueError):
             return []
         attempts = data.get("attempts", []) if isinstance(data, dict) else []
@@ -417,7 +415,7 @@ class Spool:
             except FileNotFoundError:
                 continue
             (self._dir("hold") / f"{queue_id}.reason.json").unlink(missing_ok=True)
-            (self._dir("meta") / f"{queue_id}.json").unlink(missing_ok=True)
+            self._meta(queue_id).unlink(missing_ok=True)
             return True
         return False
 
