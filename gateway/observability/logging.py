@@ -9,12 +9,10 @@ What is still buffered is written at exit, or when `flush_logs` is called.
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import sys
-import time
 from collections.abc import Callable
-from typing import TextIO, cast
+from typing import Any, TextIO, cast
 
 import structlog
 
@@ -26,16 +24,19 @@ _QUIET_LIBRARIES = ("mail.log", "msal", "urllib3", "aiohttp.access", "asyncio")
 _writer: LogWriter | None = None
 
 
-def _dropped_notice(console: bool) -> Callable[[int], str]:
-    """The line that says how many lines a blocked stream made us drop."""
+def _dropped_notice(chain: list[structlog.typing.Processor]) -> Callable[[int], str]:
+    """The line that says how many lines a blocked stream made us drop, rendered by the same
+    processors as every other line."""
 
     def notice(count: int) -> str:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        action = "the log's reader (journald, a pipe) did not keep up; mail was not affected"
-        if console:
-            return f"{stamp} [warning  ] log_lines_dropped count={count} action={action!r}\n"
-        line = {"event": "log_lines_dropped", "count": count, "action": action}
-        return json.dumps({**line, "level": "warning", "timestamp": stamp}) + "\n"
+        event: Any = {
+            "event": "log_lines_dropped",
+            "count": count,
+            "action": "the log's reader (journald, a pipe) did not keep up; mail was not affected",
+        }
+        for processor in chain:
+            event = processor(None, "warning", event)
+        return f"{event}\n"
 
     return notice
 
@@ -61,9 +62,6 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
     real = stream or sys.stderr
     numeric = logging.getLevelName(level.upper())
     console = fmt == "console" or (fmt == "auto" and real.isatty())
-    _close_writer()  # lines logged under the previous set-up go out first
-    _writer = LogWriter(real, _dropped_notice(console))
-    output = cast(TextIO, _writer)  # file-like: write, flush, isatty
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -74,12 +72,15 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
         if console
         else structlog.processors.JSONRenderer()
     )
+    _close_writer()  # lines logged under the previous set-up go out first
+    _writer = LogWriter(real, _dropped_notice([*shared, renderer]))
+    output = cast(TextIO, _writer)  # file-like: write, flush, isatty
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, renderer]
         if not console
         else [*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(output),
+        logger_factory=structlog.WriteLoggerFactory(output),  # one write() per line
         cache_logger_on_first_use=False,
     )
     handler = logging.StreamHandler(output)

@@ -32,6 +32,7 @@ class LogWriter:
         self._notice = notice
         self._capacity = capacity
         self._lines: deque[str] = deque()
+        self._partial = ""
         self._dropped = 0
         self._busy = False
         self._closing = False
@@ -40,12 +41,20 @@ class LogWriter:
         self._thread.start()
 
     def write(self, text: str) -> int:
-        """Queue `text` for the stream; drop it (and count it) if the buffer is full."""
+        """Queue `text` for the stream; drop it (and count it) if the buffer is full.
+
+        Text up to a newline is one line: a line written in pieces (`print` writes the newline
+        on its own) is kept or dropped whole, never cut.
+        """
         with self._condition:
+            if not text.endswith("\n"):
+                self._partial += text
+                return len(text)
+            line, self._partial = self._partial + text, ""
             if len(self._lines) >= self._capacity:
                 self._dropped += 1
             else:
-                self._lines.append(text)
+                self._lines.append(line)
                 self._condition.notify_all()
         return len(text)
 

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import json
 import os
 import threading
 from collections.abc import Iterator
 
 import pytest
+import structlog
 
-from gateway.observability.logwriter import LogWriter
+from gateway.observability.logging import configure_logging, flush_logs
+from gateway.observability.logwriter import CAPACITY, LogWriter
 
 F_SETPIPE_SZ = 1031  # Linux
 
@@ -40,8 +43,9 @@ def test_a_stalled_reader_never_blocks_and_no_line_goes_unaccounted(
     lines = [json.dumps({"event": "line", "n": n, "pad": "x" * 1000}) + "\n" for n in range(1000)]
 
     def log_everything() -> None:
-        for line in lines:
-            writer.write(line)
+        for line in lines:  # in two pieces: a line is kept or dropped whole, never cut
+            writer.write(line[:-1])
+            writer.write("\n")
 
     logging_thread = threading.Thread(target=log_everything)
     logging_thread.start()
@@ -77,10 +81,41 @@ def test_drain_waits_for_every_line_and_close_stops_the_thread(pipe: tuple[int, 
     stream = os.fdopen(write_end, "w", closefd=False)
     writer = LogWriter(stream, notice)
     for n in range(50):
-        writer.write(f"line {n}\n")
+        writer.write(f"line {n}")  # as print() does: the text, then the newline on its own
+        writer.write("\n")
     assert writer.drain(timeout=10)
     assert os.read(read_end, 65536).decode().splitlines() == [f"line {n}" for n in range(50)]
     before = {thread for thread in threading.enumerate() if thread.name == "log-writer"}
     writer.close()
     after = {thread for thread in threading.enumerate() if thread.name == "log-writer"}
     assert len(before - after) == 1  # this writer's thread has ended
+
+
+def test_the_drop_notice_is_a_log_line_like_the_others(pipe: tuple[int, int]) -> None:
+    read_end, write_end = pipe
+    stream = os.fdopen(write_end, "w", closefd=False)
+    configure_logging("info", "json", stream=stream)  # the daemon's own set-up, on a stuck pipe
+    log = structlog.get_logger("test")
+    for n in range(CAPACITY + 500):  # more than the buffer holds while nobody reads
+        log.info("filler", n=n)
+    received = bytearray()
+
+    def read_all() -> None:
+        while chunk := os.read(read_end, 65536):
+            received.extend(chunk)
+
+    reading = threading.Thread(target=read_all)
+    reading.start()
+    assert flush_logs(timeout=30)
+    configure_logging("info", "json", stream=io.StringIO())  # closes the writer on the pipe
+    stream.close()
+    os.close(write_end)
+    reading.join(timeout=10)
+
+    entries = [json.loads(line) for line in received.decode().splitlines()]
+    [notice] = [entry for entry in entries if entry["event"] == "log_lines_dropped"]
+    assert notice["level"] == "warning"
+    assert notice["timestamp"].endswith("Z")  # stamped like every other line
+    assert "mail was not affected" in notice["action"]
+    fillers = sum(1 for entry in entries if entry["event"] == "filler")
+    assert fillers + notice["count"] == CAPACITY + 500
