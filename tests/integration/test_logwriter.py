@@ -34,6 +34,18 @@ def pipe() -> Iterator[tuple[int, int]]:
             os.close(fd)
 
 
+def start_reading(fd: int, into: bytearray) -> threading.Thread:
+    """Start reading the pipe at last, in a thread, until its writers close it."""
+
+    def read_all() -> None:
+        while chunk := os.read(fd, 65536):
+            into.extend(chunk)
+
+    reading = threading.Thread(target=read_all)
+    reading.start()
+    return reading
+
+
 def test_a_stalled_reader_never_blocks_and_no_line_goes_unaccounted(
     pipe: tuple[int, int],
 ) -> None:
@@ -53,13 +65,7 @@ def test_a_stalled_reader_never_blocks_and_no_line_goes_unaccounted(
     assert not logging_thread.is_alive(), "write() blocked on a pipe nobody reads"
 
     received = bytearray()
-
-    def read_all() -> None:
-        while chunk := os.read(read_end, 65536):
-            received.extend(chunk)
-
-    reading = threading.Thread(target=read_all)
-    reading.start()
+    reading = start_reading(read_end, received)
     assert writer.drain(timeout=10)
     writer.close()
     stream.close()
@@ -99,13 +105,7 @@ def test_the_drop_notice_is_a_log_line_like_the_others(pipe: tuple[int, int]) ->
     for n in range(CAPACITY + 500):  # more than the buffer holds while nobody reads
         log.info("filler", n=n)
     received = bytearray()
-
-    def read_all() -> None:
-        while chunk := os.read(read_end, 65536):
-            received.extend(chunk)
-
-    reading = threading.Thread(target=read_all)
-    reading.start()
+    reading = start_reading(read_end, received)
     assert flush_logs(timeout=30)
     configure_logging("info", "json", stream=io.StringIO())  # closes the writer on the pipe
     stream.close()
