@@ -251,26 +251,25 @@ async def main(arguments: argparse.Namespace) -> None:
     )
     runs = []
     for run in range(1, arguments.runs + 1):
-        with (
-            tempfile.TemporaryDirectory(prefix="sgg-bench-") as folder,
-            tempfile.TemporaryDirectory(prefix="sgg-bench-", dir=arguments.aside or None) as aside,
-        ):
+        with tempfile.TemporaryDirectory(prefix="sgg-bench-") as folder:
             work = Path(folder)
-            if arguments.keep is not None:  # spool and gateway.yaml stay
+            if arguments.keep is not None:  # spool, gateway.yaml and gateway.log stay
                 work = arguments.keep / f"run-{run}"
                 work.mkdir(parents=True, exist_ok=True)
-            sink = await bench_sink(work, arguments.messages, arguments.size)
-            gateway = await bench_gateway(
-                work,
-                arguments.messages,
-                arguments.size,
-                latency_ms=latency_ms,
-                accept_only=arguments.accept_only,
-                concurrency=arguments.concurrency,
-                aside=Path(aside) if arguments.aside else work,
-            )
-            if arguments.keep is not None and arguments.aside:
-                shutil.copy(Path(aside) / "gateway.log", work / "gateway.log")
+            # --aside '': beside the spool, on the disk under test.
+            with tempfile.TemporaryDirectory(dir=arguments.aside or work) as aside:
+                sink = await bench_sink(work, arguments.messages, arguments.size)
+                gateway = await bench_gateway(
+                    work,
+                    arguments.messages,
+                    arguments.size,
+                    latency_ms=latency_ms,
+                    accept_only=arguments.accept_only,
+                    concurrency=arguments.concurrency,
+                    aside=Path(aside),
+                )
+                if arguments.keep is not None:
+                    shutil.copy(Path(aside) / "gateway.log", work / "gateway.log")
         if arguments.runs > 1:
             print(f"--- run {run} of {arguments.runs}")
         runs.append(report(sink, gateway, latency_ms))
