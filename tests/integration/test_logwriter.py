@@ -102,7 +102,10 @@ def test_the_drop_notice_is_a_log_line_like_the_others(pipe: tuple[int, int]) ->
     stream = os.fdopen(write_end, "w", closefd=False)
     configure_logging("info", "json", stream=stream)  # the daemon's own set-up, on a stuck pipe
     log = structlog.get_logger("test")
-    for n in range(CAPACITY + 500):  # more than the buffer holds while nobody reads
+    # More than can be held while nobody reads: the buffer, plus the batch (up to a full
+    # buffer) that the writer thread took out of it and is stuck writing.
+    total = 2 * CAPACITY + 500
+    for n in range(total):
         log.info("filler", n=n)
     received = bytearray()
     reading = start_reading(read_end, received)
@@ -118,4 +121,4 @@ def test_the_drop_notice_is_a_log_line_like_the_others(pipe: tuple[int, int]) ->
     assert notice["timestamp"].endswith("Z")  # stamped like every other line
     assert "mail was not affected" in notice["action"]
     fillers = sum(1 for entry in entries if entry["event"] == "filler")
-    assert fillers + notice["count"] == CAPACITY + 500
+    assert fillers + notice["count"] == total
