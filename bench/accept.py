@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -29,6 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +123,61 @@ async def bench_sink(work: Path, messages: int, size: int) -> dict[str, float]:
     return await load_server("sink.py", str(work / "sink"), messages=messages, size=size)
 
 
+def gateway_config(emulator: Any, port: int, spool: Path, concurrency: int) -> dict[str, Any]:
+    """The gateway's configuration for the benches: one tenant on the emulator for
+    bench.example, no pacing, JSON logs at info."""
+    return {
+        "smtp": {
+            "hostname": "bench",
+            "listeners": [{"name": "bench", "port": port}],
+            "max_recipients": 500,
+        },
+        "tenants": [
+            {
+                "name": "bench",
+                "tenant_id": "bench",
+                "client_id": "bench",
+                "client_secret": "bench",
+                "domains": ["bench.example"],
+                "login_endpoint": emulator.login_endpoint,
+                "graph_endpoint": emulator.graph_endpoint,
+                "ca_file": str(emulator.ca_file),
+            }
+        ],
+        "spool": {"directory": str(spool)},
+        # Pacing off: Exchange's 30 a minute per mailbox would cap 20 mailboxes at 10/s.
+        "delivery": {"concurrency": concurrency, "mailbox_rate": 0},
+        "logging": {"level": "info", "format": "json"},
+    }
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(
+    work: Path, emulator: Any, *, concurrency: int, aside: Path
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
+    """`python -m gateway serve` on a free port with its spool in `work` and its log on
+    `aside`; (process, port) once it is started, stopped on exit."""
+    port = free_port()
+    config = gateway_config(emulator, port, work / "spool", concurrency)
+    (work / "gateway.yaml").write_text(yaml.safe_dump(config))
+    with (aside / "gateway.log").open("wb") as log:
+        gateway = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "gateway",
+            "serve",
+            "--config",
+            str(work / "gateway.yaml"),
+            stderr=log,
+            stdout=asyncio.subprocess.DEVNULL,
+        )
+        try:
+            yield gateway, port
+        finally:
+            gateway.terminate()
+            await gateway.wait()
+
+
 async def bench_gateway(
     work: Path,
     messages: int,
@@ -133,68 +190,31 @@ async def bench_gateway(
 ) -> dict[str, float]:
     """`aside`: where the emulator's outbox and the gateway's log go (see the module's doc)."""
     settings = EmulatorSettings(state_dir=aside / "emulator", faults=Faults(latency_ms=latency_ms))
-    async with running_emulator(settings) as emulator:
-        port = free_port()
-        config = {
-            "smtp": {
-                "hostname": "bench",
-                "listeners": [{"name": "bench", "port": port}],
-                "max_recipients": 500,
-            },
-            "tenants": [
-                {
-                    "name": "bench",
-                    "tenant_id": "bench",
-                    "client_id": "bench",
-                    "client_secret": "bench",
-                    "domains": ["bench.example"],
-                    "login_endpoint": emulator.login_endpoint,
-                    "graph_endpoint": emulator.graph_endpoint,
-                    "ca_file": str(emulator.ca_file),
-                }
-            ],
-            "spool": {"directory": str(work / "spool")},
-            # Pacing off: Exchange's 30 a minute per mailbox would cap 20 mailboxes at 10/s.
-            "delivery": {"concurrency": concurrency, "mailbox_rate": 0},
-            "logging": {"level": "info", "format": "json"},
-        }
-        (work / "gateway.yaml").write_text(yaml.safe_dump(config))
-        with (aside / "gateway.log").open("wb") as log:
-            gateway = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "gateway",
-                "serve",
-                "--config",
-                str(work / "gateway.yaml"),
-                stderr=log,
-                stdout=asyncio.subprocess.DEVNULL,
-            )
-            try:
-                await wait_ready(port)
-                emulator_cpu = own_cpu_seconds()
-                started = time.perf_counter()
-                result = await load(port, messages, size)
-                result["server_cpu_s"] = cpu_seconds(gateway.pid)
-                result["server_sys_s"] = cpu_seconds(gateway.pid, SYSTEM)
-                if accept_only:  # Graph holds every request: only the accept path ran
-                    result["peak_rss_mb"] = peak_rss_mb(gateway.pid)
-                    return result
-                while len(emulator.delivered()) < result["accepted"]:
-                    await asyncio.sleep(0.05)
-                delivered_in = time.perf_counter() - started
-                result["delivered_rate"] = round(result["accepted"] / delivered_in, 1)
-                result["peak_rss_mb"] = peak_rss_mb(gateway.pid)
-                after = cpu_seconds(gateway.pid) - result["server_cpu_s"]
-                result["delivery_cpu_s"] = round(after, 2)
-                result["emulator_cpu_s"] = round(own_cpu_seconds() - emulator_cpu, 2)
-                result["graph_max_concurrency_per_mailbox"] = max(
-                    emulator.stats.max_concurrency_by_mailbox.values()
-                )
-                return result
-            finally:
-                gateway.terminate()
-                await gateway.wait()
+    async with (
+        running_emulator(settings) as emulator,
+        running_gateway(work, emulator, concurrency=concurrency, aside=aside) as (gateway, port),
+    ):
+        await wait_ready(port)
+        emulator_cpu = own_cpu_seconds()
+        started = time.perf_counter()
+        result = await load(port, messages, size)
+        result["server_cpu_s"] = cpu_seconds(gateway.pid)
+        result["server_sys_s"] = cpu_seconds(gateway.pid, SYSTEM)
+        if accept_only:  # Graph holds every request: only the accept path ran
+            result["peak_rss_mb"] = peak_rss_mb(gateway.pid)
+            return result
+        while len(emulator.delivered()) < result["accepted"]:
+            await asyncio.sleep(0.05)
+        delivered_in = time.perf_counter() - started
+        result["delivered_rate"] = round(result["accepted"] / delivered_in, 1)
+        result["peak_rss_mb"] = peak_rss_mb(gateway.pid)
+        after = cpu_seconds(gateway.pid) - result["server_cpu_s"]
+        result["delivery_cpu_s"] = round(after, 2)
+        result["emulator_cpu_s"] = round(own_cpu_seconds() - emulator_cpu, 2)
+        result["graph_max_concurrency_per_mailbox"] = max(
+            emulator.stats.max_concurrency_by_mailbox.values()
+        )
+        return result
 
 
 def report(sink: dict[str, Any], gateway: dict[str, Any], latency_ms: int) -> dict[str, float]:
@@ -287,21 +307,16 @@ async def main(arguments: argparse.Namespace) -> None:
         )
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--messages", type=int, default=3000)
+def bench_arguments(description: str | None, messages: int) -> argparse.ArgumentParser:
+    """The options accept.py and deliver.py share."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--messages", type=int, default=messages)
     parser.add_argument("--size", type=int, default=4096)
     parser.add_argument("--graph-latency-ms", type=int, default=50)
-    parser.add_argument(
-        "--accept-only",
-        action="store_true",
-        help="Graph holds every request, so only accepting is measured",
-    )
     parser.add_argument("--runs", type=int, default=1, help="runs in turn, then the medians")
     parser.add_argument(
         "--concurrency", type=int, default=32, help="the gateway's delivery.concurrency"
     )
-    parser.add_argument("--keep", type=Path, help="work in this directory and leave it")
     shm = "/dev/shm"  # noqa: S108 - a private directory is made inside it (mkdtemp)
     parser.add_argument(
         "--aside",
@@ -309,4 +324,15 @@ if __name__ == "__main__":
         help="the emulator's outbox and the gateway's log go here (default /dev/shm); "
         "--aside '' puts them on the spool's disk",
     )
+    return parser
+
+
+if __name__ == "__main__":
+    parser = bench_arguments(__doc__, messages=3000)
+    parser.add_argument(
+        "--accept-only",
+        action="store_true",
+        help="Graph holds every request, so only accepting is measured",
+    )
+    parser.add_argument("--keep", type=Path, help="work in this directory and leave it")
     asyncio.run(main(parser.parse_args()))

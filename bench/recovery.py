@@ -51,8 +51,8 @@ async def main(count: int) -> None:
         schedule = Schedule()
         now = time.time()
         started = time.perf_counter()
-        for queue_id, next_attempt in found:
-            schedule.add(queue_id, max(0.0, next_attempt - now))
+        for queued in found:
+            schedule.add(queued.queue_id, max(0.0, queued.next_attempt - now))
         scheduled = time.perf_counter() - started
         first = await schedule.next()
         restarted.close()
