@@ -107,8 +107,10 @@ class Gateway:
             )
             self.engine.observers.append(self.status.delivery_event)
             now = time.time()
-            for queue_id, next_attempt in queued:
-                self.engine.submit(queue_id, max(0.0, next_attempt - now))
+            for found in queued:
+                self.engine.submit(
+                    found.queue_id, max(0.0, found.next_attempt - now), size=found.size
+                )
             self.engine.start()
             self._control = ControlServer(self.spool.directory, self._queue_admin(self.engine))
             await self._control.start()

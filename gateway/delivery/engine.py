@@ -145,8 +145,8 @@ class DeliveryEngine:
         return await loop.run_in_executor(self._executor, functools.partial(function, *args))
 
     async def _spool_io(self, queue_id: str, function: Callable[..., T], *args: Any) -> T:
-        """Lease a message: on the loop when it is known to be small (see `INLINE_IO_LIMIT`),
-        else on the delivery threads."""
+        """Read a message (lease, peek): on the loop when it is known to be small (see
+        `INLINE_IO_LIMIT`), else on the delivery threads."""
         if 0 < self._sizes.get(queue_id, 0) <= INLINE_IO_LIMIT:
             return function(*args)
         return await self._blocking(function, *args)
@@ -174,8 +174,8 @@ class DeliveryEngine:
         return len(self._known)
 
     def submit(self, queue_id: str, delay: float = 0.0, mailbox: str = "", size: int = 0) -> None:
-        """Schedule a queued message (optionally telling which mailbox it is sent as and how
-        many bytes it has)."""
+        """Schedule a queued message (optionally telling which mailbox it is sent as and about
+        how many bytes it has: small ones are read on the loop)."""
         self._known.add(queue_id)
         if mailbox:
             self._mailboxes[queue_id] = mailbox.lower()
@@ -242,7 +242,7 @@ class DeliveryEngine:
         mailbox = self._mailboxes.get(queue_id)
         if mailbox is None:
             try:
-                envelope = await self._blocking(self._spool.peek, queue_id)
+                envelope = await self._spool_io(queue_id, self._spool.peek, queue_id)
             except CorruptRecord:
                 return ""  # lease() moves it to corrupt/ and logs it
             if envelope is None:

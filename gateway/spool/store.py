@@ -31,7 +31,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from gateway.errors import SpoolError
 from gateway.spool.format import (
@@ -61,6 +61,14 @@ class QueuedMessage:
     def queue_id(self) -> str:
         """The queue ID the client was given with 250."""
         return self.envelope.queue_id
+
+
+class Recovered(NamedTuple):
+    """A queued message found at start-up."""
+
+    queue_id: str
+    next_attempt: float  # wall-clock time
+    size: int  # bytes of its spool file (envelope and message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,12 +193,12 @@ class Spool:
             os.close(self._lock_fd)
             self._lock_fd = None
 
-    def recover(self) -> list[tuple[str, float]]:
+    def recover(self) -> list[Recovered]:
         """After a start or crash: drop partial writes, requeue leased messages.
 
-        Returns (queue ID, next attempt as a wall-clock time) for every queued message, oldest
-        ID first. Whatever was being delivered when the process stopped is queued again for
-        now: delivered again at least once, never lost.
+        Returns every queued message (with its next attempt and size), oldest ID first.
+        Whatever was being delivered when the process stopped is queued again for now:
+        delivered again at least once, never lost.
         """
         for leftover in self._dir("tmp").iterdir():
             leftover.unlink(missing_ok=True)
@@ -203,7 +211,10 @@ class Spool:
         with os.scandir(self._dir("queue")) as entries:
             for entry in entries:
                 if entry.name.endswith(_SUFFIX):
-                    found.append((entry.name[: -len(_SUFFIX)], entry.stat().st_mtime))
+                    stat = entry.stat()
+                    found.append(
+                        Recovered(entry.name[: -len(_SUFFIX)], stat.st_mtime, stat.st_size)
+                    )
         found.sort()
         return found
 

@@ -33,7 +33,7 @@ def spool(tmp_path: Path):
 def test_store_then_lease_round_trips_bytes_and_envelope(spool: Spool) -> None:
     binary = MESSAGE + bytes(range(256)) + b"\r\n.\r\n"
     queue_id = store(spool, binary)
-    assert [queue_id_ for queue_id_, _due in spool.recover()] == [queue_id]
+    assert [found.queue_id for found in spool.recover()] == [queue_id]
     queued = spool.lease(queue_id)
     assert queued is not None
     assert queued.message == binary
@@ -83,7 +83,7 @@ def test_recovery_requeues_in_flight_and_drops_partial_writes(tmp_path: Path) ->
 
     again = Spool(tmp_path / "spool")
     again.open()
-    assert [queue_id for queue_id, _due in again.recover()] == [in_flight]
+    assert [found.queue_id for found in again.recover()] == [in_flight]
     assert list((again.directory / "tmp").iterdir()) == []
     assert again.lease(in_flight) is not None
 
@@ -115,7 +115,7 @@ def test_second_daemon_on_the_same_spool_is_refused(spool: Spool) -> None:
 def test_queue_ids_are_unique_and_time_ordered(spool: Spool) -> None:
     ids = [store(spool) for _ in range(200)]
     assert len(set(ids)) == 200
-    assert [queue_id for queue_id, _due in spool.recover()] == sorted(ids)
+    assert [found.queue_id for found in spool.recover()] == sorted(ids)
     assert [i[:13] for i in ids] == sorted(i[:13] for i in ids)
 
 
@@ -142,9 +142,10 @@ def test_retry_time_and_attempts_survive_a_restart(tmp_path: Path) -> None:
 
     again = Spool(tmp_path / "spool")
     again.open()
-    [(found, next_attempt)] = again.recover()
+    [(found, next_attempt, size)] = again.recover()
     assert found == queue_id
     assert abs(next_attempt - due) < 1
+    assert len(MESSAGE) < size < len(MESSAGE) + 1024  # the message and its envelope
     queued = again.lease(queue_id)
     assert queued is not None and queued.attempts == 1
 
@@ -164,7 +165,7 @@ def test_split_queues_a_durable_copy_for_some_recipients(tmp_path: Path) -> None
 
     again = Spool(tmp_path / "spool")
     again.open()
-    recovered = dict(again.recover())
+    recovered = {found.queue_id: found.next_attempt for found in again.recover()}
     assert set(recovered) == {queue_id, copy}  # the original was in flight: queued again
     assert abs(recovered[copy] - due) < 1
     copied = again.lease(copy)
