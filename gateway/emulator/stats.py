@@ -3,7 +3,8 @@
 Token requests (also by grant type), Graph requests by status, every Graph request in order,
 and, per mailbox, the highest number of Graph requests that were in flight at once: Graph allows
 4 concurrent requests per app and mailbox, so `max_concurrency_by_mailbox` shows whether a client
-respects that. For the SMTP listener: connections, AUTH successes and failures, messages taken.
+respects that (`max_concurrency`: the same over all mailboxes together). For the SMTP
+listener: connections, AUTH successes and failures, messages taken.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class EmulatorStats:
     graph_requests: int = 0
     by_status: dict[int, int] = field(default_factory=dict)
     max_concurrency_by_mailbox: dict[str, int] = field(default_factory=dict)
+    max_concurrency: int = 0
     requests: list[RequestRecord] = field(default_factory=list)
     smtp_connections: int = 0
     smtp_auth_successes: int = 0
@@ -42,6 +44,7 @@ class EmulatorStats:
         if mailbox is None:
             return 1
         self._in_flight[mailbox] += 1
+        self.max_concurrency = max(self.max_concurrency, self._in_flight.total())
         current = self._in_flight[mailbox]
         if current > self.max_concurrency_by_mailbox.get(mailbox, 0):
             self.max_concurrency_by_mailbox[mailbox] = current

@@ -140,6 +140,7 @@ async def test_concurrency_per_mailbox_is_recorded_and_can_be_limited(
             *(send(http, emulator, token, mailbox="other@contoso.com") for _ in range(2)),
         )
         assert emulator.stats.max_concurrency_by_mailbox == {MAILBOX: 6, "other@contoso.com": 2}
+        assert emulator.stats.max_concurrency == 8
         emulator.set_faults(Faults(latency_ms=600, concurrency_limit=4))
         results = await asyncio.gather(*(send(http, emulator, token) for _ in range(6)))
     assert sorted(r[0] for r in results) == [202, 202, 202, 202, 429, 429]
