@@ -123,10 +123,13 @@ async def bench_sink(work: Path, messages: int, size: int) -> dict[str, float]:
     return await load_server("sink.py", str(work / "sink"), messages=messages, size=size)
 
 
-def gateway_config(emulator: Any, port: int, spool: Path, concurrency: int) -> dict[str, Any]:
+def gateway_config(
+    emulator: Any, port: int, spool: Path, concurrency: int, *, large: bool = False
+) -> dict[str, Any]:
     """The gateway's configuration for the benches: one tenant on the emulator for
-    bench.example, no pacing, JSON logs at info."""
-    return {
+    bench.example, no pacing, JSON logs at info. `large`: messages up to 150 MB, through
+    drafts and upload sessions."""
+    config: dict[str, Any] = {
         "smtp": {
             "hostname": "bench",
             "listeners": [{"name": "bench", "port": port}],
@@ -149,16 +152,20 @@ def gateway_config(emulator: Any, port: int, spool: Path, concurrency: int) -> d
         "delivery": {"concurrency": concurrency, "mailbox_rate": 0},
         "logging": {"level": "info", "format": "json"},
     }
+    if large:
+        config["smtp"]["max_message_size"] = "150MB"
+        config["tenants"][0].update(large_messages=True, max_message_size="150MB")
+    return config
 
 
 @contextlib.asynccontextmanager
 async def running_gateway(
-    work: Path, emulator: Any, *, concurrency: int, aside: Path
+    work: Path, emulator: Any, *, concurrency: int, aside: Path, large: bool = False
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
     """`python -m gateway serve` on a free port with its spool in `work` and its log on
     `aside`; (process, port) once it is started, stopped on exit."""
     port = free_port()
-    config = gateway_config(emulator, port, work / "spool", concurrency)
+    config = gateway_config(emulator, port, work / "spool", concurrency, large=large)
     (work / "gateway.yaml").write_text(yaml.safe_dump(config))
     with (aside / "gateway.log").open("wb") as log:
         gateway = await asyncio.create_subprocess_exec(

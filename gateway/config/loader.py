@@ -758,6 +758,7 @@ def _read_delivery(reader: Reader, value: object) -> DeliverySettings:
         "max_per_mailbox",
         "mailbox_rate",
         "postmaster",
+        "max_bytes_in_flight",
     )
     node = reader.mapping(value, "delivery", keys) or {}
     initial = reader.duration(node, "retry_initial", "delivery", 60.0, minimum=1.0)
@@ -778,6 +779,9 @@ def _read_delivery(reader: Reader, value: object) -> DeliverySettings:
         ),
         mailbox_rate=reader.integer(node, "mailbox_rate", "delivery", 30, minimum=0),
         postmaster=_read_postmaster(reader, node),
+        max_bytes_in_flight=reader.size(
+            node, "max_bytes_in_flight", "delivery", 100 * 1000**2, minimum=1024**2
+        ),
     )
 
 

@@ -238,6 +238,7 @@ class DeliverySettings:
     max_per_mailbox: int = 4
     mailbox_rate: int = 30  # messages per minute per sending mailbox; 0 = unpaced
     postmaster: str = ""  # mailbox that sends delivery status notifications; "" = none
+    max_bytes_in_flight: int = 100 * 1000**2  # sizes of the messages in delivery at once
 
 
 @dataclass(frozen=True, slots=True)

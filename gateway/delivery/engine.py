@@ -29,6 +29,7 @@ from gateway.addresses import parse_mailbox
 from gateway.config import DeliverySettings
 from gateway.delivery.backoff import backoff_delay
 from gateway.delivery.bounces import Bouncer
+from gateway.delivery.budget import SizeBudget
 from gateway.delivery.classify import Outcome
 from gateway.delivery.mailboxes import Admit, MailboxGates, WaitUntil
 from gateway.delivery.schedule import Schedule, ScheduleClosedError
@@ -125,6 +126,7 @@ class DeliveryEngine:
         self._gates = MailboxGates(
             max_in_flight=settings.max_per_mailbox, rate_per_minute=settings.mailbox_rate
         )
+        self._budget = SizeBudget(settings.max_bytes_in_flight)
         self._hostname = hostname
         self._bouncer = Bouncer(spool, settings.postmaster, hostname)
         self._remover = Remover(spool)
@@ -161,6 +163,7 @@ class DeliveryEngine:
         ]
         self._settings = settings
         self._bouncer = Bouncer(self._spool, settings.postmaster, self._hostname)
+        self._resume(self._budget.resize(settings.max_bytes_in_flight))
         return [f"delivery.{name}" for name in fixed]
 
     @property
@@ -190,6 +193,17 @@ class DeliveryEngine:
         self._sizes.pop(queue_id, None)
         self._tenants.pop(queue_id, None)
         self._gates.forget(queue_id)
+        self._give_back(queue_id)
+
+    def _give_back(self, queue_id: str) -> None:
+        """`queue_id` is not in delivery (any more): its bytes go to those waiting for room."""
+        self._resume(self._budget.give_back(queue_id))
+
+    def _resume(self, queue_ids: list[str]) -> None:
+        """Schedule messages that waited for room in memory and have it now."""
+        if not self._stopping:
+            for queue_id in queue_ids:
+                self._schedule.add(queue_id)
 
     def start(self) -> None:
         """Start the workers."""
@@ -247,6 +261,7 @@ class DeliveryEngine:
                 return ""  # lease() moves it to corrupt/ and logs it
             if envelope is None:
                 return None
+            self._sizes.setdefault(queue_id, envelope.size)
             route = route_for(envelope, self._router(), self._identity(envelope)[0])
             mailbox = self._mailboxes[queue_id] = route.mailbox.lower() if route else ""
         return mailbox
@@ -258,18 +273,36 @@ class DeliveryEngine:
             return
         if mailbox:
             decision = self._gates.decide(queue_id, mailbox, time.monotonic())
-            if isinstance(decision, WaitUntil):
-                self._schedule.add(queue_id, decision.when - time.monotonic())
-                return
             if not isinstance(decision, Admit):
-                return  # queued behind the mailbox's requests in flight; release() resubmits
+                self._give_back(queue_id)  # room reserved for it goes to others meanwhile
+                if isinstance(decision, WaitUntil):
+                    self._schedule.add(queue_id, decision.when - time.monotonic())
+                return  # else queued behind the mailbox's requests in flight; release() resubmits
+        if not self._budget.take(queue_id, self._sizes.get(queue_id, 0)):
+            # In line for room; give_back() hands it back. Its mailbox slot goes meanwhile.
+            log.info(
+                "delivery_waits_for_memory",
+                queue_id=queue_id,
+                size=self._sizes.get(queue_id, 0),
+                bytes_in_flight=self._budget.used,
+                max_bytes_in_flight=self._budget.limit,
+                action="it goes when deliveries under way finish; "
+                "raise delivery.max_bytes_in_flight if memory allows",
+            )
+            self._release_mailbox(mailbox)
+            return
         try:
             await self._deliver(queue_id)
         finally:
-            if mailbox:
-                waiting = self._gates.release(mailbox)
-                if waiting is not None and not self._stopping:
-                    self._schedule.add(waiting)
+            self._give_back(queue_id)
+            self._release_mailbox(mailbox)
+
+    def _release_mailbox(self, mailbox: str) -> None:
+        """A request as `mailbox` is over (or will not be made): the next one in line goes."""
+        if mailbox:
+            waiting = self._gates.release(mailbox)
+            if waiting is not None and not self._stopping:
+                self._schedule.add(waiting)
 
     async def _deliver(self, queue_id: str) -> None:
         try:

@@ -6,6 +6,8 @@ import asyncio
 from email import message_from_bytes, policy
 from pathlib import Path
 
+import pytest
+
 from gateway.config import load_config
 from gateway.emulator import Emulator, EmulatorApp, EmulatorSettings, Faults, running_emulator
 from tests.e2e.test_pipeline import MESSAGE
@@ -209,3 +211,30 @@ async def test_failover_when_graph_denies_the_first_app(tmp_path: Path) -> None:
             [event] = await gateway.delivered(1)
         assert event.tenant == "backup"
         assert emulator.stats.by_status.get(403) == 1
+
+
+@pytest.mark.parametrize(("budget", "at_once"), [("2MB", 1), (None, 4)])
+async def test_large_messages_wait_for_room_in_memory(
+    tmp_path: Path, emulator: Emulator, logged, budget: str | None, at_once: int
+) -> None:
+    emulator.set_faults(Faults(latency_ms=400))  # long enough for all four to overlap
+    delivery = FAST_RETRY if budget is None else {**FAST_RETRY, "max_bytes_in_flight": budget}
+    config = make_config(tmp_path, emulator, delivery=delivery)
+    senders = [f"scanner{n}@contoso.com" for n in range(4)]  # four mailboxes: no mailbox limit
+    padding = (b"x" * 998 + b"\r\n") * 1500  # 1.5 MB each
+    async with run_gateway(config) as gateway:
+        await asyncio.gather(
+            *(
+                gateway.send(sender, ["alice@contoso.com"], numbered(n, sender) + padding)
+                for n, sender in enumerate(senders)
+            )
+        )
+        await gateway.delivered(4, timeout=30)
+    assert sorted(m.mailbox for m in emulator.delivered()) == senders
+    # 2 MB holds one 1.5 MB message at a time; the default (100 MB) lets all four go at once.
+    assert emulator.stats.max_concurrency == at_once
+    waits = logged("delivery_waits_for_memory")
+    assert bool(waits) is (budget is not None)
+    if waits:
+        assert waits[0]["max_bytes_in_flight"] == 2_000_000
+        assert "delivery.max_bytes_in_flight" in waits[0]["action"]

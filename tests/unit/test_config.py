@@ -42,6 +42,7 @@ def test_minimal_config_gets_safe_defaults(tmp_path: Path) -> None:
     assert config.spool.directory == tmp_path / "spool"
     assert config.smtp.max_message_size == 35 * 1024 * 1024
     assert config.smtp.max_recipients == 500
+    assert config.delivery.max_bytes_in_flight == 100_000_000
     assert config.smtp.listeners[0].tls is TlsMode.NONE
     # No clients section: only loopback may connect.
     assert [str(n) for n in config.clients[0].networks] == ["127.0.0.0/8", "::1/128"]
@@ -74,7 +75,7 @@ tenants:
     domains: [contoso.com, "bad domain"]
     cloud: mars
 spool: {}
-delivery: {concurrency: 0, request_timeout: soon}
+delivery: {concurrency: 0, request_timeout: soon, max_bytes_in_flight: 500k}
 """
     errors = errors_of(text, tmp_path)
     expected_prefixes = [
@@ -89,6 +90,7 @@ delivery: {concurrency: 0, request_timeout: soon}
         "spool.directory: is required",
         "delivery.concurrency: must be between 1 and 256, got 0",
         "delivery.request_timeout: not a duration: 'soon'",
+        "delivery.max_bytes_in_flight: must be at least 1048576 bytes, got 500000",
     ]
     for prefix in expected_prefixes:
         assert any(error.startswith(prefix) for error in errors), (prefix, errors)
