@@ -106,6 +106,7 @@ class Gateway:
                 identity=self._identity,
             )
             self.engine.observers.append(self.status.delivery_event)
+            self.status.watch_delivery(self.engine.gauges)
             now = time.time()
             for found in queued:
                 self.engine.submit(

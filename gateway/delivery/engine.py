@@ -171,6 +171,14 @@ class DeliveryEngine:
         """Deliveries under way right now."""
         return self._busy
 
+    def gauges(self) -> dict[str, int]:
+        """Deliveries under way, their total size and the messages waiting for room."""
+        return {
+            "in_flight": self._busy,
+            "bytes_in_flight": self._budget.used,
+            "waiting_for_memory": self._budget.waiting,
+        }
+
     @property
     def depth(self) -> int:
         """Messages queued or being delivered."""

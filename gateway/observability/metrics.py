@@ -28,7 +28,17 @@ METRIC_NAMES = (
     f"{PREFIX}_throttled_total",
     f"{PREFIX}_credential_expiry_days",
     f"{PREFIX}_ready",
+    f"{PREFIX}_delivery_in_flight",
+    f"{PREFIX}_delivery_bytes_in_flight",
+    f"{PREFIX}_delivery_waiting_for_memory",
 )
+
+
+_DELIVERY_GAUGES = {
+    "in_flight": "Deliveries under way",
+    "bytes_in_flight": "Total size of the messages being delivered (delivery.max_bytes_in_flight)",
+    "waiting_for_memory": "Messages waiting until the ones being delivered leave room in memory",
+}
 
 
 class _LiveGauges(Collector):
@@ -69,6 +79,12 @@ class _LiveGauges(Collector):
         for check, ok in checks.items() if isinstance(checks, dict) else []:
             ready.add_metric([check], 1.0 if ok else 0.0)
         yield ready
+        delivery = values.get("delivery")
+        gauges = delivery if isinstance(delivery, dict) else {}
+        for key, help_text in _DELIVERY_GAUGES.items():
+            gauge = GaugeMetricFamily(f"{PREFIX}_delivery_{key}", help_text)
+            gauge.add_metric([], float(gauges.get(key, 0)))
+            yield gauge
 
 
 class Metrics:

@@ -70,6 +70,11 @@ class Status:
         self._listeners_bound = listeners_bound
         self._token_ok: dict[str, bool] = {}
         self._token_problems: dict[str, str] = {}
+        self._delivery: Callable[[], dict[str, int]] = dict
+
+    def watch_delivery(self, read: Callable[[], dict[str, int]]) -> None:
+        """Where the delivery gauges come from (the engine starts after this object)."""
+        self._delivery = read
 
     def token_result(self, tenant: str, ok: bool, reason: str = "") -> None:
         """A token request for `tenant` succeeded or failed (and why)."""
@@ -109,4 +114,5 @@ class Status:
                 self._tenants(), datetime.datetime.now(datetime.UTC).date()
             ),
             "ready": self.readiness(),
+            "delivery": self._delivery(),
         }

@@ -10,6 +10,7 @@ import pytest
 
 from gateway.config import load_config
 from gateway.emulator import Emulator, EmulatorApp, EmulatorSettings, Faults, running_emulator
+from tests.e2e.test_operations import HTTP, get, sample
 from tests.e2e.test_pipeline import MESSAGE
 from tests.support.gateway import config_document, make_config, run_gateway, write_config
 
@@ -213,6 +214,20 @@ async def test_failover_when_graph_denies_the_first_app(tmp_path: Path) -> None:
         assert emulator.stats.by_status.get(403) == 1
 
 
+SCANNERS = [f"scanner{n}@contoso.com" for n in range(4)]  # four mailboxes: no mailbox limit
+
+
+async def send_scans(gateway) -> None:
+    """One 1.5 MB message from each of SCANNERS, all at once."""
+    padding = (b"x" * 998 + b"\r\n") * 1500
+    await asyncio.gather(
+        *(
+            gateway.send(sender, ["alice@contoso.com"], numbered(n, sender) + padding)
+            for n, sender in enumerate(SCANNERS)
+        )
+    )
+
+
 @pytest.mark.parametrize(("budget", "at_once"), [("2MB", 1), (None, 4)])
 async def test_large_messages_wait_for_room_in_memory(
     tmp_path: Path, emulator: Emulator, logged, budget: str | None, at_once: int
@@ -220,17 +235,10 @@ async def test_large_messages_wait_for_room_in_memory(
     emulator.set_faults(Faults(latency_ms=400))  # long enough for all four to overlap
     delivery = FAST_RETRY if budget is None else {**FAST_RETRY, "max_bytes_in_flight": budget}
     config = make_config(tmp_path, emulator, delivery=delivery)
-    senders = [f"scanner{n}@contoso.com" for n in range(4)]  # four mailboxes: no mailbox limit
-    padding = (b"x" * 998 + b"\r\n") * 1500  # 1.5 MB each
     async with run_gateway(config) as gateway:
-        await asyncio.gather(
-            *(
-                gateway.send(sender, ["alice@contoso.com"], numbered(n, sender) + padding)
-                for n, sender in enumerate(senders)
-            )
-        )
+        await send_scans(gateway)
         await gateway.delivered(4, timeout=30)
-    assert sorted(m.mailbox for m in emulator.delivered()) == senders
+    assert sorted(m.mailbox for m in emulator.delivered()) == SCANNERS
     # 2 MB holds one 1.5 MB message at a time; the default (100 MB) lets all four go at once.
     assert emulator.stats.max_concurrency == at_once
     waits = logged("delivery_waits_for_memory")
@@ -238,3 +246,31 @@ async def test_large_messages_wait_for_room_in_memory(
     if waits:
         assert waits[0]["max_bytes_in_flight"] == 2_000_000
         assert "delivery.max_bytes_in_flight" in waits[0]["action"]
+
+
+async def test_metrics_show_what_waits_for_memory(tmp_path: Path, emulator: Emulator) -> None:
+    emulator.set_faults(Faults(latency_ms=400))
+    delivery = {**FAST_RETRY, "max_bytes_in_flight": "2MB"}
+    config = make_config(tmp_path, emulator, delivery=delivery, http=HTTP)
+    prefix = "smtp_graph_gateway_delivery_"
+    seen: list[list[float]] = []  # [in flight, bytes in flight, waiting] at each scrape
+    async with run_gateway(config) as gateway:
+        sending = asyncio.create_task(send_scans(gateway))
+        for _ in range(200):  # one at a time, 400 ms each: well within 10 s
+            _status, text = await get(gateway, "/metrics")
+            seen.append([
+                sample(text, prefix + key)
+                for key in ("in_flight", "bytes_in_flight", "waiting_for_memory")
+            ])
+            if len(emulator.delivered()) == 4:
+                break
+            await asyncio.sleep(0.05)
+        await sending
+        await gateway.delivered(4, timeout=30)
+        _status, text = await get(gateway, "/metrics")
+    assert max(busy for busy, _size, _waiting in seen) >= 1
+    assert max(waiting for _busy, _size, waiting in seen) >= 1
+    # Never more than the 2 MB budget: one 1.5 MB message at a time.
+    assert 1_500_000 < max(size for _busy, size, _waiting in seen) < 2_000_000
+    assert sample(text, prefix + "bytes_in_flight") == 0
+    assert sample(text, prefix + "waiting_for_memory") == 0

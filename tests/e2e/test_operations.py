@@ -17,6 +17,7 @@ import yaml
 
 from gateway.emulator import Emulator, EmulatorApp, EmulatorSettings, running_emulator
 from gateway.observability.logging import configure_logging, flush_logs
+from gateway.observability.metrics import METRIC_NAMES
 from tests.e2e.test_pipeline import MESSAGE
 from tests.support.gateway import config_document, make_config, run_gateway, write_config
 from tests.support.load import Load
@@ -62,6 +63,10 @@ async def test_metrics_after_a_known_sequence(tmp_path: Path, emulator: Emulator
     assert sample(text, prefix + "token_requests_total", tenant="contoso", result="ok") == 1
     assert sample(text, prefix + "queue_messages", state="queue") == 0
     assert sample(text, prefix + "ready", check="spool_writable") == 1
+    assert sample(text, prefix + "delivery_in_flight") == 0
+    # Every name the dashboard and alert rules may use is served.
+    families = set(re.findall(r"^# TYPE (\S+) ", text, re.MULTILINE))
+    assert set(METRIC_NAMES) <= families
 
 
 async def test_readiness_flips_with_spool_and_credentials(tmp_path: Path) -> None:
