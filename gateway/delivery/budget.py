@@ -6,6 +6,9 @@ a message when the sizes of those in delivery, its own included, stay within the
 message is always admitted when nothing else is in delivery, however large, so every message
 can go.
 
+Messages of at most `SMALL` bytes are not counted and never wait: ordinary mail must not
+stand behind a 150 MB scan, and what they take is bounded by the number of workers.
+
 A message that does not fit waits in line (first come, first served) without holding a
 worker. While anything waits, newcomers queue behind it, so a stream of small messages cannot
 keep a large one waiting for ever. When bytes are given back, the messages at the head of the
@@ -16,6 +19,8 @@ line that now fit get their bytes reserved and are handed back to be scheduled; 
 from __future__ import annotations
 
 from collections import deque
+
+SMALL = 256 * 1024  # messages up to this size are not counted
 
 
 class SizeBudget:
@@ -41,8 +46,8 @@ class SizeBudget:
     def take(self, queue_id: str, size: int) -> bool:
         """Room for `queue_id` (of `size` bytes) now? False: it waits in line and comes back
         from `give_back`."""
-        if queue_id in self._held:
-            return True  # reserved for it when it reached the head of the line
+        if size <= SMALL or queue_id in self._held:
+            return True  # small, or reserved for it when it reached the head of the line
         if queue_id in self._waiting:
             return False
         if not self._line and self._fits(size):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.delivery.budget import SizeBudget
+from gateway.delivery.budget import SMALL, SizeBudget
 
 MB = 1_000_000
 
@@ -16,16 +16,25 @@ def test_messages_go_together_while_their_sizes_fit() -> None:
     assert budget.take("b", 30 * MB)
     assert budget.take("c", 40 * MB)
     assert budget.used == 100 * MB
-    assert not budget.take("d", 1)  # not one byte more
+    assert not budget.take("d", SMALL + 1)  # not one counted message more
     assert budget.waiting == 1
 
 
 def test_a_message_larger_than_the_limit_goes_alone() -> None:
     budget = SizeBudget(100 * MB)
     assert budget.take("huge", 150 * MB)  # nothing else in delivery: it must be able to go
-    assert not budget.take("small", 1000)
-    assert budget.give_back("huge") == ["small"]
-    assert budget.take("small", 1000)  # its room was reserved when it was handed back
+    assert not budget.take("scan", 2 * MB)
+    assert budget.give_back("huge") == ["scan"]
+    assert budget.take("scan", 2 * MB)  # its room was reserved when it was handed back
+
+
+def test_small_messages_never_wait_and_are_not_counted() -> None:
+    budget = SizeBudget(100 * MB)
+    assert budget.take("huge", 150 * MB)
+    assert not budget.take("scan", 2 * MB)
+    assert all(budget.take(f"text{n}", SMALL) for n in range(100))  # not behind the scans
+    assert budget.used == 150 * MB and budget.waiting == 1
+    assert budget.give_back("text0") == []
 
 
 def test_the_line_is_first_come_first_served_and_small_mail_cannot_jump_it() -> None:
@@ -80,14 +89,18 @@ def test_a_larger_limit_lets_waiting_messages_go_at_once() -> None:
 @settings(max_examples=200)
 @given(
     st.lists(
-        st.tuples(st.sampled_from(["take", "back"]), st.integers(0, 9), st.integers(0, 150)),
+        st.tuples(
+            st.sampled_from(["take", "back"]),
+            st.integers(0, 9),
+            st.integers(0, 150).map(lambda mb: mb * MB),  # 0 stands for a small message
+        ),
         max_size=60,
     )
 )
 def test_never_over_the_limit_except_one_alone_and_everything_gets_its_turn(
     steps: list[tuple[str, int, int]],
 ) -> None:
-    budget = SizeBudget(100)
+    budget = SizeBudget(100 * MB)
     sizes: dict[str, int] = {}
     going: set[str] = set()
     handed_back: set[str] = set()
@@ -101,9 +114,9 @@ def test_never_over_the_limit_except_one_alone_and_everything_gets_its_turn(
             going.discard(queue_id)
             handed_back.discard(queue_id)
             handed_back.update(budget.give_back(queue_id))
-        in_delivery = sum(sizes[q] for q in going)
-        assert in_delivery <= budget.used
-        assert budget.used <= 100 or len(going | handed_back) <= 1
+        counted = {q for q in going | handed_back if sizes[q] > SMALL}
+        assert sum(sizes[q] for q in going if sizes[q] > SMALL) <= budget.used
+        assert budget.used <= 100 * MB or len(counted) <= 1
     # Drain: as deliveries finish, every waiting message is handed back in the end.
     while going or handed_back:
         for queue_id in list(going) + list(handed_back):
