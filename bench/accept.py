@@ -4,7 +4,12 @@ Both are loaded the same way (bench/loadgen.py: 20 concurrent sessions, 4 KiB me
 connection per message). The gateway delivers to the emulator answering every Graph request
 after 50 ms, with mail spread over 20 sender mailboxes. Prints the sink's and the gateway's
 accept rate and DATA→250 latency, the gateway's delivered rate, its peak RSS and where the CPU
-went. `--accept-only` makes Graph hold every request, so only the accept path runs. This
+went. `--accept-only` makes Graph hold every request, so only the accept path runs.
+
+Everything runs on the same machine, so the `capacity` line adds up the CPU per message of
+the gateway (accepting and delivering), the emulator and the load generator, and says how many
+cores accepting at 90 % of the sink's rate while delivering everything would take at that
+cost, beside how many were busy on average. This
 machine's speed drifts by a third from minute to minute: use `--runs 5` and read the medians.
 
 Only the sink's files and the gateway's spool are on the disk under test. The emulator's outbox
@@ -266,7 +271,35 @@ def report(sink: dict[str, Any], gateway: dict[str, Any], latency_ms: int) -> di
         f"ratios  : accept {ratios['accept']:.0%} of the sink, delivered "
         f"{ratios['delivered']:.0%} of accepted"
     )
+    ratios.update(capacity(sink, gateway))
     return ratios
+
+
+def capacity(sink: dict[str, Any], gateway: dict[str, Any]) -> dict[str, float]:
+    """Where the CPU went, per message, and how many cores accepting at 90 % of the sink's rate
+    while delivering everything would take at that cost (everything here shares the machine).
+    """
+    accepted = gateway["accepted"]
+    cost = {  # CPU seconds per message, until the last one was delivered
+        "gateway": (gateway["server_cpu_s"] + gateway["delivery_cpu_s"]) / accepted,
+        "emulator": gateway["emulator_cpu_s"] / accepted,
+        "loadgen": gateway["loadgen_cpu_s"] / accepted,
+    }
+    total = sum(cost.values())
+    sink_cost = (sink["server_cpu_s"] + sink["loadgen_cpu_s"]) / sink["accepted"]
+    found = {
+        "busy_cores": total * gateway["delivered_rate"],  # on average, until all delivered
+        "sink_busy_cores": sink_cost * sink["rate"],
+        "needed_cores": total * 0.9 * sink["rate"],
+    }
+    print(
+        "capacity: CPU per message "
+        + " + ".join(f"{name} {seconds * 1000:.2f} ms" for name, seconds in cost.items())
+        + f" = {total * 1000:.2f} ms; {found['busy_cores']:.2f} cores busy on average "
+        f"(sink run {found['sink_busy_cores']:.2f}) of {os.cpu_count()}; accepting at 90 % of "
+        f"the sink while delivering would take {found['needed_cores']:.2f} cores"
+    )
+    return found
 
 
 async def main(arguments: argparse.Namespace) -> None:
@@ -311,6 +344,12 @@ async def main(arguments: argparse.Namespace) -> None:
                 else ""
             )
             + f"; worst gateway p99 {worst['p99_ms']} ms, worst peak RSS {worst['rss_mb']} MB"
+            + (
+                f"; {median['busy_cores']:.2f} cores busy, 90 % of the sink would take "
+                f"{median['needed_cores']:.2f}"
+                if "needed_cores" in median
+                else ""
+            )
         )
 
 
