@@ -121,6 +121,8 @@ def test_unit_runs_unprivileged_and_lets_the_drain_finish() -> None:
     assert settings["StateDirectory"] == "smtp-graph-gateway"
     assert settings["UMask"] == "0077"
     assert settings["CapabilityBoundingSet"] == "CAP_NET_BIND_SERVICE"
+    # Safe: test_certificates runs the daemon under the kernel's form of it.
+    assert settings["MemoryDenyWriteExecute"] == "yes"
     # shutdown.drain_timeout defaults to 30s: systemd must wait longer before SIGKILL.
     assert int(settings["TimeoutStopSec"].removesuffix("s")) > 30
 

@@ -8,6 +8,7 @@ import json
 import os
 import ssl
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,14 @@ class GatewayProcess:
         self._reader = asyncio.create_task(self._read())
 
     @classmethod
-    async def start(cls, config: Path, *args: str) -> GatewayProcess:
+    async def start(
+        cls, config: Path, *args: str, python: Sequence[str] = (sys.executable,)
+    ) -> GatewayProcess:
+        """Start the daemon with `python -m gateway serve` (`python`: the command that runs
+        Python, for a test that wraps it)."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway", "serve", "--config", str(config), *args,
+            *python, "-m", "gateway", "serve", "--config", str(config), *args,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE, env=env,
         )
