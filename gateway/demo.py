@@ -17,6 +17,7 @@ import yaml
 from gateway.app import Gateway
 from gateway.config import load_config
 from gateway.emulator import Emulator, EmulatorSettings
+from gateway.emulator.settings import KEEP_MESSAGES
 
 DEMO_DOMAIN = "example.com"
 
@@ -86,7 +87,9 @@ async def run_demo(state_dir: Path, *, smtp_port: int) -> None:
     """Run the demo until Ctrl-C or SIGTERM."""
     await asyncio.to_thread(state_dir.mkdir, parents=True, exist_ok=True)
     emulator = Emulator(
-        EmulatorSettings(host="127.0.0.1", port=0, state_dir=state_dir / "emulator")
+        EmulatorSettings(
+            host="127.0.0.1", port=0, state_dir=state_dir / "emulator", keep_messages=KEEP_MESSAGES
+        )
     )
     await emulator.start()
     stop = asyncio.Event()

@@ -35,6 +35,7 @@ import yaml
 from gateway.emulator.faults import Faults
 from gateway.emulator.server import Emulator
 from gateway.emulator.settings import (
+    KEEP_MESSAGES,
     EmulatorApp,
     EmulatorSettings,
     EmulatorUser,
@@ -158,6 +159,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="polling interval device-code clients are told (default 5; 0 for tests)",
     )
     parser.add_argument(
+        "--keep-messages",
+        type=int,
+        default=KEEP_MESSAGES,
+        metavar="N",
+        help=f"delivered messages kept in memory for the admin API (default {KEEP_MESSAGES}); "
+        "every one stays in the outbox directory",
+    )
+    parser.add_argument(
         "--device-code-polls",
         type=_polls,
         default=1,
@@ -203,6 +212,7 @@ def settings_from_args(args: argparse.Namespace) -> EmulatorSettings:
         device_code_pending_polls=args.device_code_polls,
         smtp_host=smtp_listen[0] if smtp_listen else None,
         smtp_port=smtp_listen[1] if smtp_listen else None,
+        keep_messages=args.keep_messages,
     )
 
 

@@ -6,6 +6,10 @@ directory: `{seq:06d}-{id}.eml`, the message as it would travel (the submitted M
 rendering of the JSON), and `{seq:06d}-{id}.json` with everything else (mailbox, recipients, app,
 attachments' metadata and the JSON message without its base64 contents).
 
+In memory the outbox keeps the last `keep` messages (all when `keep` is None, as tests want);
+the files stay for every message. A long-running emulator (the demo, `smtp-graph-emulator`)
+keeps a bounded number, so a scanner pointed at it for a week does not fill its memory.
+
 Modes: "json" and "mime" (sendMail), "draft" (a sent draft), "smtp" (SMTP submission). For
 "smtp" the `envelope` holds MAIL FROM and the RCPT TO list exactly as given, and `recipients`
 sorts the envelope recipients by the message's headers: those in To go to "to", those in Cc to
@@ -16,10 +20,12 @@ recipients are not delivered, so they are not listed).
 from __future__ import annotations
 
 import asyncio
+import collections
 import copy
 import datetime as dt
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -27,6 +33,7 @@ from typing import Any, Literal, NamedTuple
 from gateway.emulator.messages import DeliveredAttachment
 
 Mode = Literal["mime", "json", "draft", "smtp"]
+_WRITTEN = re.compile(r"\d{6,}-[^/]+\.(?:eml|json)")  # the names `Outbox._write` gives
 
 
 class Envelope(NamedTuple):
@@ -105,11 +112,12 @@ def _without_contents(message: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 class Outbox:
-    """Delivered messages in delivery order, mirrored to `directory`."""
+    """Delivered messages in delivery order (the last `keep` of them), mirrored to
+    `directory` (all of them)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, keep: int | None = None) -> None:
         self.directory = directory
-        self._messages: list[DeliveredMessage] = []
+        self._messages: collections.deque[DeliveredMessage] = collections.deque(maxlen=keep)
         self._seq = 0
 
     async def deliver(self, message: DeliveredMessage) -> DeliveredMessage:
@@ -134,8 +142,10 @@ class Outbox:
         return next((m for m in self._messages if m.id == message_id), None)
 
     def clear(self) -> None:
-        """Forget every delivery and remove the files this outbox wrote."""
-        for message in self._messages:
-            for suffix in (".eml", ".json"):
-                (self.directory / f"{message.file_stem}{suffix}").unlink(missing_ok=True)
+        """Forget every delivery and remove the files this outbox wrote (also those of
+        messages no longer kept in memory)."""
+        if self.directory.is_dir():
+            for path in self.directory.iterdir():
+                if _WRITTEN.fullmatch(path.name):
+                    path.unlink(missing_ok=True)
         self._messages.clear()

@@ -116,6 +116,9 @@ class EmulatorUser:
         }
 
 
+KEEP_MESSAGES = 1000  # for a long-running emulator: it must not hold every message it took
+
+
 @dataclass(frozen=True, kw_only=True)
 class EmulatorSettings:
     """Everything `Emulator` needs; all but `state_dir` have defaults."""
@@ -141,6 +144,7 @@ class EmulatorSettings:
     max_message_size: int = 150 * MIB  # Exchange Online's highest configurable MaxSendSize
     min_upload_session_size: int = 3_000_000  # "3 MB"; smaller attachments must be POSTed
     max_upload_chunk: int = 4 * MIB  # each upload PUT must be smaller than this
+    keep_messages: int | None = None  # delivered messages kept in memory (None: all)
 
     def __post_init__(self) -> None:
         problems = [
@@ -155,6 +159,8 @@ class EmulatorSettings:
         ]
         if self.device_code_pending_polls is not None and self.device_code_pending_polls < 0:
             problems.append("device_code_pending_polls must not be negative")
+        if self.keep_messages is not None and self.keep_messages < 1:
+            problems.append("keep_messages must be at least 1")
         if self.smtp_port is not None and not 0 <= self.smtp_port <= 65535:
             problems.append(f"smtp_port out of range: {self.smtp_port}")
         names = [user.username for user in self.users]

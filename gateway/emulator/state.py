@@ -32,7 +32,7 @@ class EmulatorState:
         self.clock = clock
         self.base_url = ""  # known once the listener is bound
         self.issuer = AccessTokenIssuer()
-        self.outbox = Outbox(settings.state_dir / "outbox")
+        self.outbox = Outbox(settings.state_dir / "outbox", keep=settings.keep_messages)
         self.store = MailStore()
         self.signin = SignInStore(settings)
         self.stats = EmulatorStats()

@@ -18,6 +18,7 @@ import yaml
 
 from gateway.emulator import Emulator
 from gateway.emulator.cli import parse_listen
+from tests.emulator.conftest import StartEmulator
 from tests.emulator.helpers import (
     CLIENT,
     DEVICE_CODE_GRANT,
@@ -33,6 +34,29 @@ from tests.emulator.helpers import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+async def test_a_long_running_emulator_keeps_the_last_messages_and_every_file(
+    start_emulator: StartEmulator,
+) -> None:
+    emulator = await start_emulator(keep_messages=2)
+    async with graph_client(emulator) as http:
+        token = await get_token(http, emulator)
+        for n in range(3):
+            async with http.post(
+                f"{emulator.graph_endpoint}/users/{MAILBOX}/sendMail",
+                json={"message": json_message(subject=f"scan {n}")},
+                headers=bearer(token),
+            ) as response:
+                assert response.status == 202
+        async with http.get(f"{emulator.base_url}/_emulator/outbox") as response:
+            listed = await response.json()
+        assert [entry["subject"] for entry in listed] == ["scan 1", "scan 2"]
+        assert [m.seq for m in emulator.delivered()] == [2, 3]
+        assert len(list(emulator.outbox_dir.glob("*.eml"))) == 3  # the first one's too
+        async with http.post(f"{emulator.base_url}/_emulator/reset") as response:
+            assert response.status == 204
+    assert list(emulator.outbox_dir.iterdir()) == []  # reset removes every file it wrote
 
 
 async def test_admin_endpoints(emulator: Emulator) -> None:
