@@ -215,7 +215,7 @@ def decoded_size(data: bytes, part: Part) -> int:
     return part.body_end - part.body_start
 
 
-_READ = 4 * 1024 * 1024  # encoded bytes looked at per step
+_READ = 1024 * 1024  # encoded bytes looked at per step
 
 
 def _raw_pieces(data: bytes, start: int, end: int) -> Iterator[bytes]:

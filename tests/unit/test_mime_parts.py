@@ -240,6 +240,21 @@ def test_iter_decoded_pieces_join_to_decoded(built: Built, size: int) -> None:
         assert decoded_size(data, part) == len(whole)
 
 
+def test_a_body_of_several_megabytes_decodes_across_read_steps() -> None:
+    """Bodies are decoded a step at a time (a megabyte of base64): line breaks, a stray
+    character and the end of the data fall anywhere relative to the steps."""
+    payload = bytes(range(256)) * 12_000 + b"tail"  # about 3 MB
+    encoded = base64.encodebytes(payload).replace(b"\n", b"\r\n")
+    encoded = encoded[:1_048_570] + b"!" + encoded[1_048_570:]  # skipped, as mail readers do
+    data = (
+        b"Content-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n" + encoded
+    )
+    part = parse_tree(data)
+    assert decoded(data, part) == payload
+    assert decoded_size(data, part) == len(payload)
+    assert b"".join(iter_decoded(data, part, 3_932_160)) == payload
+
+
 def _all_parts(part: Part) -> list[Part]:
     return [part, *(p for child in part.children for p in _all_parts(child))]
 
