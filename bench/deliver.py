@@ -108,10 +108,10 @@ async def run_once(work: Path, aside: Path, arguments: argparse.Namespace) -> di
         span = (delivered[-1].received_at - delivered[0].received_at).total_seconds()
         counted = messages - counted_from
         return {
-            "rate": (messages - 1) / span,
+            "rate": (messages - 1) / span if span > 0 else float("nan"),
             "all_in_s": time.monotonic() - started,
-            "gateway_ms": 1000 * gateway_cpu / counted,
-            "emulator_ms": 1000 * emulator_cpu / counted,
+            "gateway_ms": 1000 * gateway_cpu / counted if counted else float("nan"),
+            "emulator_ms": 1000 * emulator_cpu / counted if counted else float("nan"),
             "per_mailbox": max(emulator.stats.max_concurrency_by_mailbox.values()),
             "rss_mb": peak_rss_mb(gateway.pid),
         }
