@@ -7,7 +7,7 @@ rendering of the JSON), and `{seq:06d}-{id}.json` with everything else (mailbox,
 attachments' metadata and the JSON message without its base64 contents).
 
 In memory the outbox keeps the last `keep` messages (all when `keep` is None, as tests want);
-the files stay for every message. A long-running emulator (the demo, `smtp-graph-emulator`)
+the files stay for every message. A long-running emulator (`demo`, `smtp-graph-gateway emulator`)
 keeps a bounded number, so a scanner pointed at it for a week does not fill its memory.
 
 Modes: "json" and "mime" (sendMail), "draft" (a sent draft), "smtp" (SMTP submission). For

@@ -71,6 +71,7 @@ class EmulatorStats:
         self.graph_requests = 0
         self.by_status.clear()
         self.max_concurrency_by_mailbox.clear()
+        self.max_concurrency = 0
         self.requests.clear()
         self.smtp_connections = self.smtp_auth_successes = 0
         self.smtp_auth_failures = self.smtp_messages = 0

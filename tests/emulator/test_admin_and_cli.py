@@ -100,6 +100,7 @@ async def test_admin_endpoints(emulator: Emulator) -> None:
             assert response.status == 404
     assert emulator.delivered() == []
     assert emulator.stats.graph_requests == 0
+    assert emulator.stats.max_concurrency == 0
     assert list(emulator.outbox_dir.iterdir()) == []
 
 
