@@ -30,13 +30,13 @@ import time
 from pathlib import Path
 
 from accept import bench_arguments, cpu_seconds, own_cpu_seconds, peak_rss_mb, running_gateway
-from loadgen import body
+from loadgen import body, sender_addresses
 
 from gateway.emulator import EmulatorSettings, Faults, running_emulator
 from gateway.observability.logging import configure_logging
 from gateway.spool import Spool
 
-SENDERS = [f"sender{n:02d}@bench.example" for n in range(20)]
+SENDERS = sender_addresses(20)
 
 
 def scan(index: int, sender: str, pdf: bytes) -> bytes:

@@ -16,6 +16,11 @@ import time
 _FILLER: dict[int, bytes] = {}
 
 
+def sender_addresses(count: int) -> list[str]:
+    """The sender mailboxes the benches spread mail over."""
+    return [f"sender{n:02d}@bench.example" for n in range(count)]
+
+
 def body(index: int, sender: str, size: int) -> bytes:
     head = (
         f"From: <{sender}>\r\nTo: <alice@bench.example>\r\nSubject: bench {index}\r\n"
@@ -69,7 +74,7 @@ def cpu_seconds() -> float:
 
 
 async def main(args: argparse.Namespace) -> None:
-    senders = [f"sender{n:02d}@bench.example" for n in range(args.senders)]
+    senders = sender_addresses(args.senders)
     latencies: list[float] = []
     failures = 0
     counter = iter(range(args.messages))

@@ -166,11 +166,6 @@ class DeliveryEngine:
         self._resume(self._budget.resize(settings.max_bytes_in_flight))
         return [f"delivery.{name}" for name in fixed]
 
-    @property
-    def in_flight(self) -> int:
-        """Deliveries under way right now."""
-        return self._busy
-
     def gauges(self) -> dict[str, int]:
         """Deliveries under way, their total size and the messages waiting for room."""
         return {
