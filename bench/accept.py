@@ -129,11 +129,18 @@ async def bench_sink(work: Path, messages: int, size: int) -> dict[str, float]:
 
 
 def gateway_config(
-    emulator: Any, port: int, spool: Path, concurrency: int, *, large: bool = False
+    emulator: Any,
+    port: int,
+    spool: Path,
+    concurrency: int,
+    *,
+    large: bool = False,
+    delivery: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The gateway's configuration for the benches: one tenant on the emulator for
     bench.example, no pacing, JSON logs at info. `large`: messages up to 150 MB, through
-    drafts and upload sessions."""
+    drafts and upload sessions. `delivery`: that section instead (with `concurrency`), the
+    rest as shipped."""
     config: dict[str, Any] = {
         "smtp": {
             "hostname": "bench",
@@ -157,6 +164,8 @@ def gateway_config(
         "delivery": {"concurrency": concurrency, "mailbox_rate": 0},
         "logging": {"level": "info", "format": "json"},
     }
+    if delivery is not None:
+        config["delivery"] = {"concurrency": concurrency, **delivery}
     if large:
         config["smtp"]["max_message_size"] = "150MB"
         config["tenants"][0].update(large_messages=True, max_message_size="150MB")
@@ -165,12 +174,20 @@ def gateway_config(
 
 @contextlib.asynccontextmanager
 async def running_gateway(
-    work: Path, emulator: Any, *, concurrency: int, aside: Path, large: bool = False
+    work: Path,
+    emulator: Any,
+    *,
+    concurrency: int,
+    aside: Path,
+    large: bool = False,
+    delivery: dict[str, Any] | None = None,
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
     """`python -m gateway serve` on a free port with its spool in `work` and its log on
     `aside`; (process, port) once it is started, stopped on exit."""
     port = free_port()
-    config = gateway_config(emulator, port, work / "spool", concurrency, large=large)
+    config = gateway_config(
+        emulator, port, work / "spool", concurrency, large=large, delivery=delivery
+    )
     (work / "gateway.yaml").write_text(yaml.safe_dump(config))
     with (aside / "gateway.log").open("wb") as log:
         gateway = await asyncio.create_subprocess_exec(

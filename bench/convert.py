@@ -43,10 +43,10 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gateway.config.units import parse_size  # noqa: E402
-from gateway.mime.convert import convert  # noqa: E402
-from gateway.mime.parts import iter_decoded, parse_tree  # noqa: E402
-from gateway.mime.recipients import with_envelope_bcc  # noqa: E402
+from gateway.config.units import parse_size  # noqa: E402 - imported after sys.path points at the repository
+from gateway.mime.convert import convert  # noqa: E402 - imported after sys.path points at the repository
+from gateway.mime.parts import iter_decoded, parse_tree  # noqa: E402 - imported after sys.path points at the repository
+from gateway.mime.recipients import with_envelope_bcc  # noqa: E402 - imported after sys.path points at the repository
 
 CHUNK = 12 * 320 * 1024  # the large-message path's upload piece (delivery/submit.py CHUNK)
 SENDER = "scanner@contoso.com"
@@ -151,16 +151,24 @@ def throughput(size: int, runs: int) -> list[tuple[str, str, float, float]]:
         per_call = repeat(lambda work=work: work(small), loops=300, runs=runs)  # type: ignore[misc]
         rates = [1 / seconds for seconds in per_call]
         rows.append(
-            (f"{label} mode, {len(small) / 1000:.0f} KB scan", "msg/s", max(rates),
-             statistics.median(rates))
+            (
+                f"{label} mode, {len(small) / 1000:.0f} KB scan",
+                "msg/s",
+                max(rates),
+                statistics.median(rates),
+            )
         )
     large, pdf = sized_scan(size)
     assert large_work(large) == len(pdf)
     per_call = repeat(lambda: large_work(large), loops=1, runs=runs)
     rates = [len(large) / MB / seconds for seconds in per_call]
     rows.append(
-        (f"parse+decode {len(large) / MB:.1f} MB ({len(pdf) / MB:.1f} MB PDF)", "MB/s",
-         max(rates), statistics.median(rates))
+        (
+            f"parse+decode {len(large) / MB:.1f} MB ({len(pdf) / MB:.1f} MB PDF)",
+            "MB/s",
+            max(rates),
+            statistics.median(rates),
+        )
     )
     decoded = [len(pdf) / MB / seconds for seconds in per_call]
     rows.append(("  same, decoded bytes", "MB/s", max(decoded), statistics.median(decoded)))
@@ -238,8 +246,10 @@ def stop(process: subprocess.Popen[bytes] | None) -> None:
 
 def alive(process: subprocess.Popen[bytes], log: Path) -> None:
     if process.poll() is not None:
-        raise RuntimeError(f"{log.stem} exited with {process.returncode}:\n"
-                           f"{log.read_text(errors='replace')[-3000:]}")
+        raise RuntimeError(
+            f"{log.stem} exited with {process.returncode}:\n"
+            f"{log.read_text(errors='replace')[-3000:]}"
+        )
 
 
 def emulator_info(process: subprocess.Popen[bytes], log: Path, deadline: float) -> dict[str, str]:
@@ -354,8 +364,14 @@ def memory_run(size: int, timeout: float) -> MemoryResult:
         try:
             emulator_log = work / "emulator.log"
             emulator = started(
-                [command, "emulator", "--listen", "127.0.0.1:0", "--state-dir",
-                 str(work / "emulator")],
+                [
+                    command,
+                    "emulator",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--state-dir",
+                    str(work / "emulator"),
+                ],
                 emulator_log,
             )
             info = emulator_info(emulator, emulator_log, deadline)
@@ -368,8 +384,9 @@ def memory_run(size: int, timeout: float) -> MemoryResult:
 
             warm_up, _pdf = sized_scan(SMALL, 2)
             send(port, warm_up)
-            wait_for("the warm-up delivery", lambda: delivered(outbox, subject_of(warm_up)),
-                     deadline)
+            wait_for(
+                "the warm-up delivery", lambda: delivered(outbox, subject_of(warm_up)), deadline
+            )
             time.sleep(0.5)  # let the delivery's buffers go
 
             message, pdf = sized_scan(size, 3)
@@ -384,8 +401,9 @@ def memory_run(size: int, timeout: float) -> MemoryResult:
                     alive(gateway, gateway_log)
                     return delivered(outbox, subject)
 
-                metadata = wait_for(f"delivery of the {len(message)}-byte message", arrived,
-                                    deadline)
+                metadata = wait_for(
+                    f"delivery of the {len(message)}-byte message", arrived, deadline
+                )
                 done = time.perf_counter()
                 time.sleep(0.5)  # anything the gateway does after Graph's last answer
             after = proc_status(gateway.pid)
@@ -428,8 +446,9 @@ def mb(value: int) -> str:
 def main(size: int, runs: int, timeout: float, skip_rss: bool) -> int:
     rows = throughput(size, runs)
     for label, unit, best, median in rows:
-        print(f"throughput: {label}: best {best:,.1f} {unit}, median {median:,.1f} {unit}",
-              flush=True)
+        print(
+            f"throughput: {label}: best {best:,.1f} {unit}, median {median:,.1f} {unit}", flush=True
+        )
     result = None if skip_rss else memory_run(size, timeout)
     print()
     lines: list[tuple[str, ...]] = [("measure", "best", "median", "unit")]
@@ -461,13 +480,19 @@ def main(size: int, runs: int, timeout: float, skip_rss: bool) -> int:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=parse_size, default="40MB",
-                        help="size of the large message (40MB, 35MiB or bytes; default 40MB)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--size",
+        type=parse_size,
+        default="40MB",
+        help="size of the large message (40MB, 35MiB or bytes; default 40MB)",
+    )
     parser.add_argument("--runs", type=int, default=7, help="timed runs per measure (default 7)")
-    parser.add_argument("--timeout", type=float, default=300,
-                        help="seconds for the whole gateway run (default 300)")
+    parser.add_argument(
+        "--timeout", type=float, default=300, help="seconds for the whole gateway run (default 300)"
+    )
     parser.add_argument("--skip-rss", action="store_true", help="only the in-process throughput")
     arguments = parser.parse_args()
     raise SystemExit(main(arguments.size, arguments.runs, arguments.timeout, arguments.skip_rss))

@@ -15,7 +15,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from accept import load_server  # noqa: E402
+from accept import load_server  # noqa: E402 - imported after sys.path points at the repository
 
 
 async def run(kind: str, messages: int, size: int) -> dict[str, float]:

@@ -34,6 +34,7 @@ from loadgen import body, sender_addresses
 
 from gateway.emulator import EmulatorSettings, Faults, running_emulator
 from gateway.observability.logging import configure_logging
+from gateway.queue.model import Arrival
 from gateway.spool import Spool
 
 SENDERS = sender_addresses(20)
@@ -59,12 +60,14 @@ def fill(directory: Path, messages: int, size: int, attachment_mb: int) -> None:
         for index in range(messages):
             sender = SENDERS[index % len(SENDERS)]
             spool.store(
-                mail_from=sender,
-                rcpt_tos=("alice@bench.example",),
-                message=scan(index, sender, pdf) if attachment_mb else body(index, sender, size),
-                client="bench",
-                peer="127.0.0.1",
-                listener="bench",
+                Arrival(
+                    mail_from=sender,
+                    rcpt_tos=("alice@bench.example",),
+                    client="bench",
+                    peer="127.0.0.1",
+                    listener="bench",
+                ),
+                scan(index, sender, pdf) if attachment_mb else body(index, sender, size),
             )
     finally:
         spool.close()

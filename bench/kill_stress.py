@@ -18,10 +18,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gateway.emulator import EmulatorSettings, Faults, running_emulator  # noqa: E402
-from gateway.observability.logging import configure_logging  # noqa: E402
-from tests.support.crash import deliver_all, kill_during_load  # noqa: E402
-from tests.support.gateway import config_document, write_config  # noqa: E402
+from gateway.emulator import EmulatorSettings, Faults, running_emulator  # noqa: E402 - imported after sys.path points at the repository
+from gateway.observability.logging import configure_logging  # noqa: E402 - imported after sys.path points at the repository
+from tests.support.crash import deliver_all, kill_during_load  # noqa: E402 - imported after sys.path points at the repository
+from tests.support.gateway import config_document, write_config  # noqa: E402 - imported after sys.path points at the repository
 
 
 async def main(rounds: int, seed: int) -> int:

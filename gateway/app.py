@@ -10,6 +10,7 @@ within `shutdown.drain_timeout`, leave everything else queued for the next start
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import signal
 import socket
@@ -19,23 +20,37 @@ from concurrent.futures import ThreadPoolExecutor
 import aiohttp
 import structlog
 
-from gateway.config import Config, Tenant, format_size, load_config
+from gateway.config import Config, Tenant, Transport, load_config
+from gateway.console import Authenticator, ConsoleServer, ConsoleService, Context, Sessions
+from gateway.console.testmail import TestMail
 from gateway.control import ControlServer
 from gateway.delivery.engine import DeliveryEngine
+from gateway.delivery.job import Admission
+from gateway.entra.console_signin import ConsoleSignIn
+from gateway.entra.credentials import msal_client_credential
+from gateway.entra.delegated import provider_for
+from gateway.entra.tokens import TokenProviders
 from gateway.errors import ConfigError
 from gateway.graph.client import GraphClient
-from gateway.graph.credentials import msal_client_credential
-from gateway.graph.delegated import provider_for
-from gateway.graph.tokens import TokenProviders
+from gateway.graph.transport import GraphTransport
+from gateway.observability.activity import Activity
+from gateway.observability.devices import NO_DEVICES, DeviceRegistry
 from gateway.observability.health import HealthServer
+from gateway.observability.logging import add_log_fields
 from gateway.observability.metrics import Metrics
-from gateway.observability.status import Status, warn_expiring
+from gateway.observability.status import Status, warn_config, warn_expiring
 from gateway.observability.systemd import Notifier
-from gateway.routing import Router, advertised_size
+from gateway.pgqueue.dispatch import ClusterAdmission
+from gateway.pgqueue.queue import PgQueue
+from gateway.queue.admin import Listener, QueueAdmin
+from gateway.queues import build_queue
+from gateway.routing import Route, advertised_size, router_for, size_cap_reason
 from gateway.smtp.handler import Handler, PolicyState
 from gateway.smtp.listeners import Listeners
-from gateway.spool import Envelope, Spool
-from gateway.spool.admin import Listener, QueueAdmin
+from gateway.smtp.tls import server_context
+from gateway.smtp_oauth.transport import SmtpOAuthTransport
+from gateway.spool import FileQueue, Spool
+from gateway.transport import Transport as TransportProtocol
 
 log = structlog.get_logger("gateway")
 
@@ -52,35 +67,67 @@ class Gateway:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self._state = PolicyState(config, Router(config.tenants, config.routing))
-        self.spool = Spool(config.spool.directory)
+        self._state = PolicyState(config, router_for(config))
         self._session: aiohttp.ClientSession | None = None
         self._tokens: TokenProviders | None = None
         self._control: ControlServer | None = None
-        # Separate threads for spool I/O: the accept path never waits behind delivery's.
+        # Separate threads for queue I/O: the accept path never waits behind delivery's.
         self._accept_io = ThreadPoolExecutor(max_workers=16, thread_name_prefix="accept-io")
         self._delivery_io = ThreadPoolExecutor(max_workers=8, thread_name_prefix="delivery-io")
+        self.queue = build_queue(
+            config.spool, accept_executor=self._accept_io, delivery_executor=self._delivery_io
+        )
+        self.spool: Spool | None = None  # the file spool, when that is the queue
+        self._admission: Admission | None = None
+        if isinstance(self.queue, PgQueue):
+            self._admission = ClusterAdmission(self.queue, config.delivery)
+            add_log_fields(node=self.queue.node_name)
+        elif isinstance(self.queue, FileQueue):
+            self.spool = self.queue.spool
         self.metrics = Metrics()
         self.status = Status(
-            self.spool,
+            self.queue,
             self.metrics,
             lambda: self._state.config.tenants,
             lambda: self.listeners is not None and bool(self.listeners.bound),
         )
-        self.metrics.watch(self.status.scrape)
         self.engine: DeliveryEngine | None = None
         self.listeners: Listeners | None = None
         self.health: HealthServer | None = None
+        self.console: ConsoleServer | None = None
+        self._console_signin: ConsoleSignIn | None = None
+        # Which devices send, kept beside the spool (the console shows them).
+        self.devices: DeviceRegistry | None = None
+        if config.console is not None:
+            self.devices = DeviceRegistry(
+                config.spool.directory.parent / "devices.json",
+                silent_after=config.console.silent_after,
+            )
+            self.status.watch_devices(self.devices.silent_count)
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self._started = False
 
     async def startup(self) -> None:
-        """Open the spool, start delivery, health endpoint and listeners (in that order)."""
+        """Start the health endpoint, open the queue, start delivery and the listeners (in
+        that order: while a cluster's database cannot be reached yet, `/readyz` says so)."""
         await asyncio.to_thread(check_certificates, self.config.tenants)
-        await asyncio.to_thread(self.spool.open)
         try:
-            queued = await asyncio.to_thread(self.spool.recover)
+            if self.config.http is not None:
+                self.health = HealthServer(
+                    self.config.http.address,
+                    self.config.http.port,
+                    self.status.readiness,
+                    self.status.render_metrics,
+                    self.status.problems,
+                )
+                await self.health.start()
+            await self.queue.open()
+        except BaseException:
+            await self._close()
+            raise
+        try:
+            queued = await self.queue.recover()
             self._session = aiohttp.ClientSession()
             self._tokens = TokenProviders(
                 self.config.tenants,
@@ -95,97 +142,128 @@ class Gateway:
                 proxy=self.config.proxy,
             )
             await asyncio.to_thread(graph.prepare, {t.ca_file for t in self.config.tenants})
+            transports: dict[Transport, TransportProtocol] = {
+                Transport.GRAPH: GraphTransport(graph, self._tokens),
+                Transport.SMTP_OAUTH: SmtpOAuthTransport(
+                    self._tokens, timeout=self.config.delivery.request_timeout
+                ),
+            }
+
+            def transport_for(route: Route) -> TransportProtocol:
+                return transports[route.tenant.transport]
+
             self.engine = DeliveryEngine(
-                spool=self.spool,
+                admission=self._admission,
+                queue=self.queue,
                 router=lambda: self._state.router,
-                tokens=self._tokens,
-                graph=graph,
+                transport_for=transport_for,
                 settings=self.config.delivery,
                 hostname=self.config.smtp.hostname or socket.getfqdn(),
-                executor=self._delivery_io,
-                identity=self._identity,
             )
             self.engine.observers.append(self.status.delivery_event)
+            if self.devices is not None:
+                await asyncio.to_thread(self.devices.load)
+                self.engine.observers.append(self.devices.delivery)
             self.status.watch_delivery(self.engine.gauges)
             now = time.time()
             for found in queued:
                 self.engine.submit(
                     found.queue_id, max(0.0, found.next_attempt - now), size=found.size
                 )
+            self.engine.recover(queued)
             self.engine.start()
-            self._control = ControlServer(self.spool.directory, self._queue_admin(self.engine))
-            await self._control.start()
-            if self.config.http is not None:
-                self.health = HealthServer(
-                    self.config.http.address,
-                    self.config.http.port,
-                    self.status.readiness,
-                    self.metrics.render,
-                    self.status.problems,
-                )
-                await self.health.start()
+            if self.spool is not None:  # a cluster's queue commands go to the database
+                self._control = ControlServer(self.spool.directory, self._queue_admin(self.engine))
+                await self._control.start()
+            if self.config.console is not None:
+                self.console = self._console(self.engine)
+                await self.console.start()
             handler = Handler(
                 state=lambda: self._state,
-                spool=self.spool,
+                queue=self.queue,
                 on_queued=self.engine.submit,
                 capacity=self._capacity_problem,
                 executor=self._accept_io,
                 metrics=self.metrics,
+                devices=self.devices or NO_DEVICES,
             )
             self.listeners = Listeners(
                 self.config.smtp,
                 handler,
                 advertised_size(self.config.smtp, self.config.tenants, self.config.routing),
+                size_reason=size_cap_reason(self.config.tenants, self.config.routing),
             )
             await self.listeners.start()
         except BaseException:
             await self._close()
             raise
         self._started = True
+        warn_config(self.config.warnings)
         warn_expiring(self.config.tenants, datetime.datetime.now(datetime.UTC).date())
         log.info(
             "started",
             listeners=len(self.listeners.bound),
-            recovered=len(queued),
+            recovered=len(queued),  # both of these:
+            requeued_from_active=sum(1 for found in queued if found.requeued),
+            waiting=sum(1 for found in queued if not found.requeued),
             tenants=[tenant.name for tenant in self.config.tenants],
         )
 
-    def _identity(self, envelope: Envelope) -> tuple[str, bool]:
-        """(send_as, reply_to_sender) of the user or client (by name, in the current config)
-        that sent a message."""
-        config = self._state.config
-        found = (
-            next((u for u in config.users if u.username == envelope.user), None)
-            if envelope.user
-            else next((c for c in config.clients if c.name == envelope.client), None)
-        )
-        return (found.send_as, found.reply_to_sender) if found else ("", True)
-
     def _queue_admin(self, engine: DeliveryEngine) -> QueueAdmin:
-        """Queue commands run in a thread; they tell the engine through the event loop."""
-        loop = asyncio.get_running_loop()
-        return QueueAdmin(
-            self.spool,
-            Listener(
-                queued=lambda queue_id: loop.call_soon_threadsafe(engine.submit, queue_id),
-                removed=lambda queue_id: loop.call_soon_threadsafe(engine.forget, queue_id),
-            ),
+        """Queue commands run on the event loop; the engine hears of every change at once."""
+        return QueueAdmin(self.queue, Listener(queued=engine.submit, removed=engine.forget))
+
+    def _console(self, engine: DeliveryEngine) -> ConsoleServer:
+        """The operator console, acting on the queue through the same `QueueAdmin` as the
+        queue commands (so the engine hears of every change)."""
+        settings = self.config.console
+        assert settings is not None
+        testmail = TestMail(self.queue, lambda: self._state.router, engine.submit)
+        engine.observers.append(testmail.observe)
+        activity = Activity()
+        engine.observers.append(activity.record)
+        service = ConsoleService(
+            self.queue,
+            self._queue_admin(engine),
+            self.status,
+            lambda: self._state.router,
+            devices=self.devices,
+            ended=testmail.ended,
+            activity=activity,
         )
+        context = Context(
+            service=service,
+            auth=Authenticator(settings, Sessions(settings.session_idle_timeout)),
+            tenant_names=lambda: [tenant.name for tenant in self._state.config.tenants],
+            testmail=testmail,
+            secure=settings.tls is not None,
+        )
+        if settings.microsoft is not None:
+            tenant = next(t for t in self.config.tenants if t.name == settings.microsoft.tenant)
+            self._console_signin = ConsoleSignIn(
+                tenant, proxy=self.config.proxy, timeout=self.config.delivery.token_timeout
+            )
+            context = dataclasses.replace(
+                context, microsoft=(settings.microsoft, self._console_signin)
+            )
+        tls = server_context(settings.tls, "console.tls") if settings.tls is not None else None
+        return ConsoleServer(settings.address, settings.port, context, tls)
 
     def _capacity_problem(self) -> str | None:
-        """Why new mail cannot be taken right now (queue too deep, disk too full), or None."""
+        """Why new mail cannot be taken right now (queue too deep, no room), or None."""
         settings = self.config.spool
         if self.engine is not None and self.engine.depth >= settings.max_messages:
             return f"{self.engine.depth} messages queued (spool.max_messages)"
-        try:
-            free = self.spool.free_bytes()
-        except OSError:
-            return "the spool's file system cannot be read"
-        if free < settings.min_free_space:
-            return f"only {format_size(free)} free in the spool (spool.min_free_space)"
-        return None
+        return self.queue.problem()
 
     async def reload(self) -> bool:
+        """`_reload`, counted in the metrics (`…_config_reload_failures_total`,
+        `…_config_last_reload_success`)."""
+        ok = await self._reload()
+        self.metrics.config_reloaded(ok)
+        return ok
+
+    async def _reload(self) -> bool:
         """Re-read and validate the config file; switch to it only if it is valid.
 
         Clients, users, tenants, routes, credentials, limits and TLS certificates take effect
@@ -207,13 +285,22 @@ class Gateway:
                 action="the previous configuration stays in force; fix the file and reload again",
             )
             return False
+        except Exception as error:  # a reload must never take the daemon down
+            log.error(
+                "reload_failed",
+                errors=[f"unexpected {type(error).__name__} while reading the configuration"],
+                action="the previous configuration stays in force; fix the file and reload again",
+                exc_info=error,
+            )
+            return False
         if self.engine is not None:
             restart += self.engine.update_settings(new.delivery)
-        for key in ("spool", "http", "drain_timeout"):
+        for key in ("spool", "http", "console", "drain_timeout"):
             if getattr(new, key) != getattr(self.config, key):
                 restart.append(key)
-        self._state = PolicyState(new, Router(new.tenants, new.routing))
+        self._state = PolicyState(new, router_for(new))
         self.config = new
+        warn_config(new.warnings)
         warn_expiring(new.tenants, datetime.datetime.now(datetime.UTC).date())
         log.info(
             "reloaded",
@@ -249,8 +336,18 @@ class Gateway:
             await asyncio.gather(drain, return_exceptions=True)
             if self.listeners is not None:
                 self.listeners.registry.abort_all()
+        queued = await self._queued() if self._started else None
         await self._close()
-        log.info("stopped", queued=self.spool.count("queue") if self._started else None)
+        log.info("stopped", queued=queued)
+
+    async def _queued(self) -> int | None:
+        """Messages left waiting in the queue (for the `stopped` line)."""
+        try:
+            census = await self.queue.census()
+        except Exception:  # noqa: BLE001 - a line at exit must not stop the exit
+            return None
+        states = census.get("states")
+        return states.get("queue") if isinstance(states, dict) else None
 
     async def _drain(self, deadline: float) -> None:
         if self.listeners is not None:
@@ -266,6 +363,13 @@ class Gateway:
         if self._control is not None:
             await self._control.stop()
             self._control = None
+        if self.console is not None:
+            await self.console.stop()
+            self.console = None
+        if self._console_signin is not None:
+            await asyncio.to_thread(self._console_signin.close)
+        if self.devices is not None:
+            await asyncio.to_thread(self.devices.close)
         if self.health is not None:
             await self.health.stop()
         if self._session is not None:
@@ -273,9 +377,9 @@ class Gateway:
             self._session = None
         if self._tokens is not None:
             await asyncio.to_thread(self._tokens.close)
+        await self.queue.close()
         self._accept_io.shutdown(wait=False, cancel_futures=False)
         self._delivery_io.shutdown(wait=False, cancel_futures=False)
-        self.spool.close()
 
 
 async def run(config: Config) -> None:
@@ -291,8 +395,12 @@ async def run(config: Config) -> None:
 
     async def reload() -> None:
         notifier.reloading()
-        await gateway.reload()
-        notifier.send(READY=1, STATUS="serving")
+        ok = False
+        try:
+            ok = await gateway.reload()
+        finally:  # systemd waits for READY=1 after RELOADING=1, whatever happened
+            status = "serving" if ok else "serving; the last reload failed (see the log)"
+            notifier.send(READY=1, STATUS=status)
 
     def on_hangup() -> None:
         task = loop.create_task(reload())
@@ -306,9 +414,17 @@ async def run(config: Config) -> None:
     loop.add_signal_handler(signal.SIGHUP, on_hangup)
     watchdog = loop.create_task(notifier.watchdog())
     try:
-        await gateway.startup()
+        # A stop asked for while the start waits (for a cluster's database) ends the wait.
+        starting = loop.create_task(gateway.startup())
+        stopping = loop.create_task(gateway.serve())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+            return
+        await starting  # its exception, if it failed
         notifier.send(READY=1, STATUS="serving")
-        await gateway.serve()
+        await stopping
     finally:
         notifier.send(STOPPING=1, STATUS="draining")
         loop.remove_signal_handler(signal.SIGHUP)

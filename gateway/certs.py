@@ -1,4 +1,5 @@
-"""`smtp-graph-gateway cert create`: a self-signed certificate for an Entra ID app registration.
+"""`smtp-graph-gateway cert create`: a self-signed certificate for an Entra ID app registration,
+or with `--server-name` for the SMTP listeners' TLS.
 
 Entra ID accepts any certificate as an app credential — self-signed is the usual choice — as long
 as it is RSA (msal signs the client assertion with RS256 or PS256). This writes three files:
@@ -7,6 +8,12 @@ as it is RSA (msal signs the client assertion with RS256 or PS256). This writes 
 - `NAME.pem`: the certificate, PEM, for the gateway's `cert_file` (mode 0644);
 - `NAME.cer`: the same certificate, DER, to upload to the app registration (mode 0644).
 
+With server names (`--server-name relay.contoso.com --server-name 192.168.10.5`) the
+certificate is one a TLS server presents instead: the names as subjectAltName entries, the
+`serverAuth` usage, an unencrypted key (the listener cannot ask for a password). It suits
+devices that do not verify certificates, or that can be told to trust this one; a certificate
+from an internal CA or ACME is better where devices verify.
+
 Existing files are never overwritten: each is created with O_CREAT|O_EXCL, and if any of them is
 already there nothing is written at all.
 """
@@ -14,6 +21,7 @@ already there nothing is written at all.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import os
 import re
 from dataclasses import dataclass
@@ -48,9 +56,12 @@ class CreatedCertificate:
     sha1_thumbprint: str  # uppercase hex, as the Entra portal shows it
     not_after: dt.datetime  # aware, UTC
     key_encrypted: bool
+    server_names: tuple[str, ...] = ()  # a listener's certificate: the names it is valid for
 
     def instructions(self) -> str:
         """What `cert create` prints: the files, the thumbprint, where to upload, the YAML."""
+        if self.server_names:
+            return self._listener_instructions()
         protection = (
             "encrypted with your password" if self.key_encrypted else "not encrypted"
         ) + ", mode 0600: keep it on this machine"
@@ -84,6 +95,25 @@ class CreatedCertificate:
             ]
         return "\n".join(lines) + "\n"
 
+    def _listener_instructions(self) -> str:
+        lines = [
+            f"Created a self-signed TLS server certificate for the SMTP listeners ({self.subject}, "
+            f"valid for {', '.join(self.server_names)}), valid until "
+            f"{self.not_after:%Y-%m-%d %H:%M} UTC.",
+            "",
+            f"  private key   {self.key_file}  (not encrypted, mode 0600: keep it on this machine)",
+            f"  certificate   {self.cert_file}  (give it to devices that verify the server)",
+            f"  SHA-1         {self.sha1_thumbprint}",
+            "",
+            "Then name it in the configuration:",
+            "",
+            "    smtp:",
+            "      tls:",
+            f"        cert_file: {_yaml_path(self.cert_file)}",
+            f"        key_file: {_yaml_path(self.key_file)}",
+        ]
+        return "\n".join(lines) + "\n"
+
 
 def create_certificate(
     directory: Path,
@@ -92,8 +122,10 @@ def create_certificate(
     days: int = 730,
     key_password: str | None = None,
     subject: str = DEFAULT_SUBJECT,
+    server_names: tuple[str, ...] = (),
 ) -> CreatedCertificate:
-    """Make an RSA 2048 key and a self-signed SHA-256 certificate valid for `days` days.
+    """Make an RSA 2048 key and a self-signed SHA-256 certificate valid for `days` days: an
+    app credential, or with `server_names` a TLS server certificate for those names.
 
     Writes `{name}.key`, `{name}.pem` and `{name}.cer` in `directory` (created if missing);
     raises CertificateCreationError if any of them exists or the arguments are unusable.
@@ -107,14 +139,10 @@ def create_certificate(
         raise CertificateCreationError(f"days must be at least 1 (got {days})")
     if key_password is not None and not key_password:
         raise CertificateCreationError("the key password is empty; omit it for an unencrypted key")
-    try:
-        x509_name = x509.Name.from_rfc4514_string(subject)
-    except ValueError:
-        raise CertificateCreationError(
-            f"subject {subject!r} is not an RFC 4514 name such as 'CN=smtp-graph-gateway'"
-        ) from None
-    if not x509_name.rdns:
-        raise CertificateCreationError("the subject is empty; use e.g. 'CN=smtp-graph-gateway'")
+    alternative_names = _alternative_names(server_names, key_password)
+    if server_names and subject == DEFAULT_SUBJECT:
+        subject = f"CN={server_names[0]}"
+    x509_name = _subject(subject)
 
     directory = directory.resolve()
     key_file, cert_file, der_file = (directory / f"{name}{ext}" for ext in (".key", ".pem", ".cer"))
@@ -126,7 +154,7 @@ def create_certificate(
         )
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=KEY_SIZE)
-    certificate = _self_signed(key, x509_name, days)
+    certificate = _self_signed(key, x509_name, days, alternative_names)
     encryption: serialization.KeySerializationEncryption = (
         serialization.BestAvailableEncryption(key_password.encode("utf-8"))
         if key_password
@@ -165,16 +193,53 @@ def create_certificate(
         cert_file=cert_file,
         der_file=der_file,
         subject=certificate.subject.rfc4514_string(),
-        sha1_thumbprint=certificate.fingerprint(hashes.SHA1()).hex().upper(),  # noqa: S303
+        sha1_thumbprint=certificate.fingerprint(hashes.SHA1()).hex().upper(),  # noqa: S303 - Entra ID names a certificate by its SHA-1 thumbprint
         not_after=certificate.not_valid_after_utc,
         key_encrypted=key_password is not None,
+        server_names=server_names,
     )
 
 
-def _self_signed(key: rsa.RSAPrivateKey, name: x509.Name, days: int) -> x509.Certificate:
+def _subject(subject: str) -> x509.Name:
+    try:
+        x509_name = x509.Name.from_rfc4514_string(subject)
+    except ValueError:
+        raise CertificateCreationError(
+            f"subject {subject!r} is not an RFC 4514 name such as 'CN=smtp-graph-gateway'"
+        ) from None
+    if not x509_name.rdns:
+        raise CertificateCreationError("the subject is empty; use e.g. 'CN=smtp-graph-gateway'")
+    return x509_name
+
+
+def _alternative_names(names: tuple[str, ...], key_password: str | None) -> list[x509.GeneralName]:
+    """subjectAltName entries of a listener's certificate: an IP address as such, anything else
+    as a DNS name."""
+    if names and key_password is not None:
+        raise CertificateCreationError(
+            "a listener's key cannot be encrypted (the gateway reads it at start without a "
+            "password): leave out --password-file, and keep the key mode 0600"
+        )
+    found: list[x509.GeneralName] = []
+    for name in names:
+        try:
+            found.append(x509.IPAddress(ipaddress.ip_address(name)))
+            continue
+        except ValueError:
+            pass
+        if not re.fullmatch(r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", name):
+            raise CertificateCreationError(f"server name {name!r} is not a host name or address")
+        found.append(x509.DNSName(name.lower()))
+    return found
+
+
+def _self_signed(
+    key: rsa.RSAPrivateKey, name: x509.Name, days: int, server: list[x509.GeneralName]
+) -> x509.Certificate:
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     public_key = key.public_key()
-    return (
+    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+    builder = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
@@ -187,7 +252,7 @@ def _self_signed(key: rsa.RSAPrivateKey, name: x509.Name, days: int) -> x509.Cer
             x509.KeyUsage(
                 digital_signature=True,
                 content_commitment=False,
-                key_encipherment=False,
+                key_encipherment=bool(server),  # TLS servers with RSA key exchange
                 data_encipherment=False,
                 key_agreement=False,
                 key_cert_sign=False,
@@ -197,10 +262,12 @@ def _self_signed(key: rsa.RSAPrivateKey, name: x509.Name, days: int) -> x509.Cer
             ),
             critical=True,
         )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-        .sign(key, hashes.SHA256())
     )
+    if server:
+        builder = builder.add_extension(x509.SubjectAlternativeName(server), critical=False)
+    return builder.sign(key, hashes.SHA256())
 
 
 def _write_new(path: Path, data: bytes, mode: int) -> None:

@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the gateway with a local Graph emulator")
     demo.add_argument("--smtp-port", type=int, default=2525, help="SMTP port (default 2525)")
     demo.add_argument(
+        "--console-port", type=int, default=8026, help="operator console port (default 8026)"
+    )
+    demo.add_argument(
         "--state-dir",
         type=Path,
         default=Path("demo-state"),
@@ -79,10 +82,24 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument(
         "--password-file", type=Path, help="encrypt the key with the password in this file"
     )
+    create.add_argument(
+        "--server-name",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="make a TLS server certificate for the SMTP listeners, valid for this host name "
+        "or address (repeat for more) instead of an app credential",
+    )
 
-    from gateway.queue_cli import add_arguments as add_queue_arguments  # noqa: PLC0415
+    from gateway.queue_cli import add_arguments as add_queue_arguments  # noqa: PLC0415 - imported only for this command, so start-up stays light
 
     add_queue_arguments(commands.add_parser("queue", help="list and manage queued mail"))
+
+    from gateway.db_cli import add_arguments as add_db_arguments  # noqa: PLC0415 - imported only for this command, so start-up stays light
+    from gateway.migrate_cli import add_arguments as add_spool_arguments  # noqa: PLC0415 - imported only for this command, so start-up stays light
+
+    add_db_arguments(commands.add_parser("db", help="the cluster's PostgreSQL database"))
+    add_spool_arguments(commands.add_parser("spool", help="move a queue between backends"))
     return parser
 
 
@@ -123,32 +140,53 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _login(args)
     if args.command == "demo":
         configure_logging("info", "auto")
-        from gateway.demo import run_demo  # noqa: PLC0415
+        from gateway.demo import run_demo  # noqa: PLC0415 - imported only for this command, so start-up stays light
 
-        asyncio.run(run_demo(args.state_dir.resolve(), smtp_port=args.smtp_port))
+        asyncio.run(
+            run_demo(
+                args.state_dir.resolve(),
+                smtp_port=args.smtp_port,
+                console_port=args.console_port,
+            )
+        )
         return EXIT_OK
     if args.command == "emulator":
         configure_logging("info", "auto")
-        from gateway.emulator.cli import run as run_emulator  # noqa: PLC0415
+        from gateway.emulator.cli import run as run_emulator  # noqa: PLC0415 - imported only for this command, so start-up stays light
 
         return run_emulator(args)
     if args.command == "hash-password":
         return _hash_password()
     if args.command == "cert":
-        from gateway.certs import create_certificate  # noqa: PLC0415
+        from gateway.certs import create_certificate  # noqa: PLC0415 - imported only for this command, so start-up stays light
 
         password = None
         if args.password_file is not None:
             password = args.password_file.read_text(encoding="utf-8").strip()
         created = create_certificate(
-            args.out.resolve(), args.name, days=args.days, key_password=password
+            args.out.resolve(),
+            args.name,
+            days=args.days,
+            key_password=password,
+            server_names=tuple(args.server_name),
         )
         print(created.instructions())
         return EXIT_OK
     if args.command == "queue":
-        from gateway.queue_cli import run as run_queue  # noqa: PLC0415
+        from gateway.queue_cli import run as run_queue  # noqa: PLC0415 - imported only for this command, so start-up stays light
 
+        configure_logging("warning", "auto")
         return run_queue(args)
+    if args.command == "db":
+        from gateway.db_cli import run as run_db  # noqa: PLC0415 - imported only for this command, so start-up stays light
+
+        configure_logging("warning", "auto")
+        return run_db(args)
+    if args.command == "spool":
+        from gateway.migrate_cli import run as run_migrate  # noqa: PLC0415 - imported only for this command, so start-up stays light
+
+        configure_logging("warning", "auto")
+        return run_migrate(args)
     raise AssertionError(args.command)
 
 
@@ -157,7 +195,8 @@ def _configure(config: Config) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from gateway.checks import check_tenant  # noqa: PLC0415 - only for this command
+    from gateway.checks import check_queue, check_tenant  # noqa: PLC0415 - only for this command
+    from gateway.preflight import check_host, tenants_for_mailbox  # noqa: PLC0415 - same
 
     config = load_config(args.config)
     configure_logging("warning", "auto")
@@ -165,34 +204,64 @@ def _check(args: argparse.Namespace) -> int:
     if not tenants:
         print(f"smtp-graph-gateway: no tenant named {args.tenant!r}", file=sys.stderr)
         return EXIT_USAGE
+    if args.mailbox:  # only the tenants that deliver this mailbox's mail, never another's app
+        serving = tenants_for_mailbox(config, args.mailbox)
+        tenants = [t for t in serving if t in tenants]
+        if not tenants:
+            print(
+                f"smtp-graph-gateway: no {'selected ' if args.tenant else ''}tenant serves "
+                f"{args.mailbox}: add its domain to a tenant's domains (or routing)",
+                file=sys.stderr,
+            )
+            return EXIT_FAILURE
+    host = check_host(config)
 
-    async def probe() -> list[Any]:
-        return [
+    async def probe() -> tuple[Any, list[Any]]:
+        queue = await check_queue(config.spool)
+        return queue, [
             await check_tenant(
                 tenant,
                 timeout=config.delivery.token_timeout,
                 proxy=config.proxy,
                 mailbox=args.mailbox or "",
-                send_test=args.send_test or "",
+                # with --mailbox, one test message, through the tenant delivery tries first
+                send_test=args.send_test if index == 0 or not args.mailbox else "",
             )
-            for tenant in tenants
+            for index, tenant in enumerate(tenants)
         ]
 
-    reports = asyncio.run(probe())
+    queue, reports = asyncio.run(probe())
     if args.json:
-        print(json.dumps({"config": "ok", "tenants": [r.as_dict() for r in reports]}, indent=2))
+        document = {
+            "config": "ok",
+            "warnings": [str(warning) for warning in config.warnings],
+            "host": host.as_dict(),
+            "queue": queue.as_dict() if queue else None,
+            "tenants": [r.as_dict() for r in reports],
+        }
+        print(json.dumps(document, indent=2))
     else:
-        print(f"config {args.config}: ok")
-        for report in reports:
-            print(f"tenant {report.tenant}: {'ok' if report.ok else 'FAILED'}")
+        count = len(config.warnings)
+        print(
+            f"config {args.config}: ok{f', {count} warning' + 's' * (count > 1) if count else ''}"
+        )
+        for warning in config.warnings:
+            print(f"  WARN {warning}")
+        machine = [host, queue] if queue else [host]
+        for report in (*machine, *reports):
+            print(
+                f"{'' if any(report is m for m in machine) else 'tenant '}{report.tenant}: "
+                f"{'ok' if report.ok else 'FAILED'}"
+            )
             for check, result, detail in report.lines:
                 print(f"  {check:<28} {result:<6} {detail}".rstrip())
-    return EXIT_OK if all(report.ok for report in reports) else EXIT_FAILURE
+    everything = [host, *([queue] if queue else []), *reports]
+    return EXIT_OK if all(report.ok for report in everything) else EXIT_FAILURE
 
 
 def _login(args: argparse.Namespace) -> int:
     from gateway.control import send_request  # noqa: PLC0415 - only for this command
-    from gateway.graph.delegated import (  # noqa: PLC0415
+    from gateway.entra.delegated import (  # noqa: PLC0415 - imported only for this command, so start-up stays light
         LoginError,
         browser_login,
         device_code_login,
@@ -227,7 +296,7 @@ def _login(args: argparse.Namespace) -> int:
 
 
 def _hash_password() -> int:
-    from gateway.passwords import hash_password  # noqa: PLC0415
+    from gateway.passwords import hash_password  # noqa: PLC0415 - imported only for this command, so start-up stays light
 
     if sys.stdin.isatty():
         password = getpass.getpass("Password: ")

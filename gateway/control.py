@@ -17,7 +17,8 @@ from typing import Any
 
 import structlog
 
-from gateway.spool.admin import AdminError, QueueAdmin
+from gateway.errors import AdminError
+from gateway.queue.admin import QueueAdmin
 
 log = structlog.get_logger("gateway.control")
 SOCKET_NAME = "control.sock"
@@ -68,7 +69,7 @@ class ControlServer:
         except (ValueError, KeyError, TypeError):
             return {"ok": False, "error": "malformed request"}
         try:
-            result = await asyncio.to_thread(self._admin.run, operation, queue_id, older_than)
+            result = await self._admin.run(operation, queue_id, older_than)
         except AdminError as error:
             return {"ok": False, "error": str(error)}
         log.info("queue_admin", operation=operation, queue_id=queue_id or None, result=result)

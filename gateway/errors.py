@@ -1,7 +1,8 @@
 """The one exception root and its branches.
 
 Every error the gateway raises on purpose derives from `GatewayError`, so callers can catch by
-category (configuration, SMTP policy, spool, delivery) without knowing module internals. A
+category (configuration, SMTP policy, spool, transport, queue administration) without knowing
+module internals. A
 `PolicyError` carries the SMTP reply to send; no exception text ever goes on the SMTP wire.
 """
 
@@ -51,33 +52,43 @@ class PolicyError(GatewayError):
 
 
 class SpoolError(GatewayError):
-    """The spool cannot store or read a message (disk full, permissions, corruption)."""
+    """The queue cannot store or read a message (disk full, permissions, corruption)."""
 
 
-class DeliveryError(GatewayError):
-    """A delivery attempt failed. `permanent` decides between retrying and holding."""
+class QueueUnavailable(SpoolError):
+    """The queue's store cannot be reached (a database down or cut off): nothing was stored;
+    the client is told to try again (451, or 421 at connect)."""
+
+
+class CorruptRecord(SpoolError):
+    """A queued message that is not a complete, consistent record: never delivered."""
+
+
+class TransportError(GatewayError):
+    """A delivery attempt got no answer that decides the message.
+
+    `sent`: the connection failed after the message went out, so the service may have taken it
+    (a retry may duplicate it). `credentials`: the transport could not sign in (no token, a
+    token the service refused): a set-up problem, retried slowly and never bounced, and
+    another route may work. `code` is the service's or Entra ID's code (AADSTS…), when known.
+    """
 
     def __init__(
-        self,
-        reason: str,
-        *,
-        permanent: bool,
-        code: str = "",
-        status: int | None = None,
-        request_id: str = "",
-        retry_after: float | None = None,
+        self, reason: str, *, sent: bool = False, credentials: bool = False, code: str = ""
     ) -> None:
         self.reason = reason
-        self.permanent = permanent
+        self.sent = sent
+        self.credentials = credentials
         self.code = code
-        self.status = status
-        self.request_id = request_id
-        self.retry_after = retry_after
         super().__init__(reason)
 
 
-class TokenError(DeliveryError):
+class TokenError(TransportError):
     """No access token could be obtained for a tenant. Always deferred, never bounced."""
 
     def __init__(self, reason: str, *, code: str = "") -> None:
-        super().__init__(reason, permanent=False, code=code)
+        super().__init__(reason, credentials=True, code=code)
+
+
+class AdminError(GatewayError):
+    """A queue operation that cannot be done, with the reason for the administrator."""

@@ -14,7 +14,8 @@ from gateway import replies
 from gateway.addresses import Address, parse_mailbox, sender_matches
 from gateway.config import MIME_SUBMISSION_LIMIT, Client, User, format_size
 from gateway.errors import PolicyError
-from gateway.mime.headers import full_header_addresses, header_values, quick_addresses
+from gateway.mime.headers import header_values
+from gateway.mime.mailboxes import MalformedHeaderError, control_character, read_mailboxes
 from gateway.routing import Route, Router
 
 
@@ -44,14 +45,29 @@ class Identity:
     senders: tuple[str, ...]
     send_as: str = ""
     recipients: tuple[str, ...] = ()  # () = any recipient
+    reply_to_sender: bool = True  # with send_as: the device's own From goes to Reply-To
 
 
 def identity(client: Client | None, user: User | None) -> Identity:
     """The identity a session sends with: the authenticated user wins over its network."""
     if user is not None:
-        return Identity("user", user.username, user.senders, user.send_as, user.recipients)
+        return Identity(
+            "user",
+            user.username,
+            user.senders,
+            user.send_as,
+            user.recipients,
+            user.reply_to_sender,
+        )
     if client is not None:
-        return Identity("client", client.name, client.senders, client.send_as, client.recipients)
+        return Identity(
+            "client",
+            client.name,
+            client.senders,
+            client.send_as,
+            client.recipients,
+            client.reply_to_sender,
+        )
     return Identity("client", "unknown", ())
 
 
@@ -107,52 +123,131 @@ def check_recipient(
 
 
 def check_header_senders(header_section: bytes, who: Identity) -> None:
-    """Header From and Sender must name only addresses `who` may send as.
+    """Header From and Sender must name only addresses `who` may send as, unambiguously.
 
-    Tricks that make a parser see another address than Exchange would (the CVE-2023-27043
-    form `a@x)<b@y>`, an address in an encoded display name, folding, groups) are read with a
-    strict reader first and the standard RFC 5322 parser otherwise; a header that parser finds
-    defects in is refused outright.
+    Each is read strictly (`mime.mailboxes`): one From and at most one Sender; no control
+    characters; a display name that shows an address must show the mailbox's own; a value that
+    parsers read differently (the CVE-2023-27043 form `a@x)<b@y>`, defects) is refused.
     """
-    for name, value in header_values(header_section, {"from", "sender"}):
-        found = quick_addresses(value)
-        if found is None:
-            found, malformed = full_header_addresses(
-                f"{name}: {value}\r\n\r\n".encode("utf-8", "surrogateescape"), (name,)
+    _check_line_ends(header_section)
+    fields = header_values(header_section, {"from", "sender"})
+    for name in ("from", "sender"):
+        if sum(1 for key, _value in fields if key == name) > 1:
+            raise PolicyError(
+                replies.SENDER_NOT_ALLOWED.with_text(f"More than one {name.title()} header"),
+                f"the message has more than one {name.title()} header; mail clients show "
+                "one of them, so neither can be checked",
             )
-            if malformed:
-                raise PolicyError(
-                    replies.SENDER_NOT_ALLOWED.with_text(f"Malformed {name.title()} header"),
-                    f"{name.title()} header is malformed or ambiguous: {value[:120]!r}",
-                )
-        for text in sorted(found):
-            address = parse_mailbox(text)
+    for name, value in fields:
+        try:
+            mailboxes = read_mailboxes(value)
+        except MalformedHeaderError as error:
+            reply = replies.SENDER_NOT_ALLOWED if error.spoofing else replies.MALFORMED_HEADER
+            raise PolicyError(
+                reply.with_text(
+                    f"{'Ambiguous' if error.spoofing else 'Malformed'} {name.title()} header"
+                ),
+                f"header {name.title()} refused: {error.reason}: {value[:120]!r}",
+            ) from None
+        for mailbox in mailboxes:
+            address = parse_mailbox(mailbox.key)
             if address is None or not sender_matches(address, who.senders):
                 raise PolicyError(
                     replies.SENDER_NOT_ALLOWED.with_text(
                         f"{name.title()} header address not allowed for this client"
                     ),
-                    f"header {name.title()} {text} is not among {who.kind} {who.name!r}'s "
-                    "senders; add it, or give the client a send_as mailbox",
+                    f"header {name.title()} {mailbox.key} is not among {who.kind} "
+                    f"{who.name!r}'s senders; add it, or give the client a send_as mailbox",
                 )
 
 
-_MULTIPART = re.compile(rb"(?im)^content-type:[ \t]*multipart/")
+ADDRESS_HEADERS = frozenset({"from", "sender", "reply-to", "to", "cc", "bcc"})
 
 
-def check_structure(header_section: bytes, raw: bytes, *, max_header: int, max_parts: int) -> None:
+def _check_line_ends(header_section: bytes) -> None:
+    """A bare CR in the header section is refused: some parsers (the standard library's among
+    them) end a line there, others do not, so `X-A: b<CR>From: ceo@…` hides a From line from
+    one reader and shows it to another."""
+    if re.search(rb"\r(?!\n)", header_section):
+        raise PolicyError(
+            replies.MALFORMED_HEADER.with_text("Bare CR in the header section"),
+            "the header section has a CR that is not followed by LF; the sending device or "
+            "application must be fixed",
+        )
+
+
+def check_header_syntax(header_section: bytes) -> None:
+    """No bare CR in the header section, and no control character in an address header (From,
+    Sender, Reply-To, To, Cc, Bcc): parsers split such a value in different places, and Graph
+    must never receive one in an address."""
+    _check_line_ends(header_section)
+    for name, value in header_values(header_section, set(ADDRESS_HEADERS)):
+        control = control_character(value)
+        if control is not None:
+            title = "-".join(part.title() for part in name.split("-"))
+            raise PolicyError(
+                replies.MALFORMED_HEADER.with_text(f"Control character in the {title} header"),
+                f"header {title} has the control character {control}; "
+                "the sending device or application must be fixed",
+            )
+
+
+# A Content-Type field whose value starts with multipart/, however it is written: blanks before
+# the colon, folding and comments before the type (the parser reads past all of them).
+_COMMENT = rb"\((?:[^()\\]|\\.|\((?:[^()\\]|\\.|\((?:[^()\\]|\\.)*\))*\))*\)"  # 3 deep
+_MULTIPART = re.compile(
+    rb"(?im)^content-type[ \t]*:(?:[ \t]|\r?\n[ \t]|" + _COMMENT + rb")*multipart/"
+)
+
+
+class MultipartCounter:
+    """Counts multipart containers (Content-Type fields of a multipart/ type) in a message that
+    arrives in pieces, without keeping it: each piece is searched together with the tail of
+    the pieces before it (from a line start, at most `TAIL` bytes), so a field cut between two
+    pieces is still seen, and seen once."""
+
+    TAIL = 64 * 1024
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._tail = b""
+        self._line_start = True  # the tail starts at the start of a line
+
+    def feed(self, data: bytes) -> None:
+        """Count the fields that end in `data`."""
+        # A tail that does not start a line gets a NUL in front, so `^` cannot match there.
+        text = self._tail + data if self._line_start else b"\0" + self._tail + data
+        seen = len(text) - len(data)
+        self.count += sum(1 for match in _MULTIPART.finditer(text) if match.end() > seen)
+        keep = text[-self.TAIL :]
+        newline = keep.find(b"\n") if len(text) > self.TAIL else -1
+        if len(text) <= self.TAIL:
+            self._tail, self._line_start = (text if self._line_start else text[1:]), True
+        elif newline >= 0:
+            self._tail, self._line_start = keep[newline + 1 :], True
+        else:
+            self._tail, self._line_start = keep, False
+
+
+def check_structure(header_section: bytes, parts: int, *, max_header: int, max_parts: int) -> None:
     """Refuse a header section over `max_header` bytes or more than `max_parts` multipart
-    containers (a bound on MIME nesting that needs no full parse)."""
+    containers (a bound on MIME nesting that needs no full parse; `MultipartCounter`)."""
     if len(header_section) > max_header:
         raise PolicyError(
             replies.HEADER_TOO_BIG,
             f"header section is {len(header_section)} bytes (smtp.max_header_size)",
         )
-    parts = len(_MULTIPART.findall(raw))
     if parts > max_parts:
         raise PolicyError(
             replies.MIME_TOO_COMPLEX, f"{parts} multipart containers (smtp.max_multipart_parts)"
         )
+
+
+def count_multipart(message: bytes) -> int:
+    """Multipart containers in a whole message."""
+    counter = MultipartCounter()
+    counter.feed(message)
+    return counter.count
 
 
 def check_size(size: int, route: Route, *, signed: bool = False) -> None:

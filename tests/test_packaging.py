@@ -98,8 +98,13 @@ def test_unit_exposure_is_at_most_2(tmp_path: Path) -> None:
     shutil.copy(UNIT, unit)
 
     result = _run(
-        systemd_analyze, "security", "--no-pager", "--offline=true",
-        f"--threshold={round(MAX_EXPOSURE * 10)}", str(unit), cwd=tmp_path,
+        systemd_analyze,
+        "security",
+        "--no-pager",
+        "--offline=true",
+        f"--threshold={round(MAX_EXPOSURE * 10)}",
+        str(unit),
+        cwd=tmp_path,
     )
 
     output = result.stdout + result.stderr
@@ -164,7 +169,8 @@ def test_image_runs_as_non_root_with_a_readiness_healthcheck() -> None:
 
 def test_build_context_leaves_out_local_state() -> None:
     patterns = [
-        line.strip() for line in DOCKERIGNORE.read_text().splitlines()
+        line.strip()
+        for line in DOCKERIGNORE.read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
 
@@ -181,7 +187,8 @@ def test_compose_service_is_locked_down() -> None:
     assert service["cap_drop"] == ["ALL"]
     assert "no-new-privileges:true" in service["security_opt"]
     mounts = [
-        volume if isinstance(volume, dict)
+        volume
+        if isinstance(volume, dict)
         else dict(zip(("source", "target"), volume.split(":"), strict=False))
         for volume in service["volumes"]
     ]

@@ -13,6 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from gateway.config.secrets import Secret
+from gateway.errors import ConfigIssue
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -41,6 +42,18 @@ class AuthKind(StrEnum):
     DELEGATED = "delegated"  # a mailbox user signed in once (`login`); the token cache is kept
 
 
+class CredentialKind(StrEnum):
+    """What an app proves itself with (or, for `managed_identity`, who the sender is)."""
+
+    CLIENT_SECRET = "client secret"  # noqa: S105 - a kind of credential, not a secret
+    CERTIFICATE = "certificate"
+    # workload identity federation (Kubernetes)
+    FEDERATED_TOKEN_FILE = "federated token file"  # noqa: S105 - a kind, not a token
+    MANAGED_IDENTITY_ASSERTION = "managed identity as a federated credential"  # for an app
+    MANAGED_IDENTITY = "managed identity"  # the managed identity itself holds Mail.Send
+    DELEGATED = "delegated sign-in"
+
+
 class Transport(StrEnum):
     """Where a tenant's mail is submitted."""
 
@@ -55,6 +68,8 @@ SMTP_ENDPOINTS: dict[str, tuple[str, int] | None] = {
     "usgov-dod": ("smtp.office365.us", 587),
     "china": ("smtp.partner.outlook.cn", 587),
 }
+# Microsoft's High Volume Email endpoint (`smtp_endpoint: hve`): HVE accounts, internal mail.
+HVE_ENDPOINT = ("smtp-hve.office365.com", 587)
 
 
 class TlsMode(StrEnum):
@@ -81,6 +96,36 @@ CLOUD_ENDPOINTS: dict[Cloud, tuple[str, str]] = {
     Cloud.USGOV_DOD: ("https://login.microsoftonline.us", "https://dod-graph.microsoft.us"),
     Cloud.CHINA: ("https://login.chinacloudapi.cn", "https://microsoftgraph.chinacloudapi.cn"),
 }
+
+
+# The audience Entra ID expects in a federated credential's token (the `aud` of a Kubernetes
+# service-account token, the resource a managed identity's token is asked for), per cloud.
+FEDERATION_AUDIENCES: dict[Cloud, str] = {
+    Cloud.GLOBAL: "api://AzureADTokenExchange",
+    Cloud.USGOV: "api://AzureADTokenExchangeUSGov",
+    Cloud.USGOV_DOD: "api://AzureADTokenExchangeUSGov",
+    Cloud.CHINA: "api://AzureADTokenExchangeChina",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ManagedIdentity:
+    """The Azure managed identity of the machine the gateway runs on (VM, Arc server, App
+    Service): the system-assigned one, or a user-assigned one named by its client ID."""
+
+    client_id: str = ""  # "" = system-assigned
+
+    @property
+    def system_assigned(self) -> bool:
+        return not self.client_id
+
+    def describe(self) -> str:
+        """As the portal names it: "system-assigned" or "user-assigned (client ID …)"."""
+        return (
+            "system-assigned"
+            if self.system_assigned
+            else f"user-assigned (client ID {self.client_id})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +166,11 @@ class SmtpSettings:
     refuse_unknown_at: str = "connect"  # connect (554 5.7.1) | mail (550 5.7.1 at MAIL FROM)
     max_header_size: int = 256 * 1024  # Exchange Online's total header limit
     max_multipart_parts: int = 100  # multipart containers per message (Postfix's nesting limit)
+    idle_timeout: float = 60.0  # to begin the first message, and the next after each one
+    login_timeout: float = 30.0  # hosts outside `clients` on an AUTH listener: to log in
+    max_messages_per_connection: int = 1000  # Exim's smtp_accept_max_per_connection
+    max_junk_commands: int = 20  # NOOP, VRFY, EXPN, HELP per connection
+    reserved_connections: int = 50  # slots hosts outside `clients` cannot take
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +183,7 @@ class Client:
     send_as: str = ""  # deliver as this mailbox instead of the sender (a shared scanner mailbox)
     recipients: tuple[str, ...] = ()  # allowed recipients (address, *@domain); () = anyone
     reply_to_sender: bool = True  # with send_as: put the device's own From in Reply-To
+    save_to_sent_items: bool | None = None  # None: the tenant's (or the sender's) setting
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +196,7 @@ class User:
     send_as: str = ""
     recipients: tuple[str, ...] = ()
     reply_to_sender: bool = True
+    save_to_sent_items: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -185,10 +237,36 @@ class Tenant:
     token_cache: Path | None = None  # delegated: msal's token cache (mode 0600)
     transport: Transport = Transport.GRAPH
     smtp_endpoint: tuple[str, int] = ("smtp.office365.com", 587)
+    federated_token_file: Path | None = None  # a JWT the app presents (workload identity)
+    managed_identity: ManagedIdentity | None = None  # with client_id: the app's credential
+    save_to_sent_items: bool = True  # False: sendMail JSON with "saveToSentItems": false
+    hve: bool = False  # smtp_endpoint is High Volume Email: its refusals are explained as such
 
     @property
     def delegated(self) -> bool:
         return self.auth is AuthKind.DELEGATED
+
+    @property
+    def credential_kind(self) -> CredentialKind:
+        """Which credential gets this tenant's tokens (the loader allows exactly one)."""
+        if self.delegated:
+            return CredentialKind.DELEGATED
+        if self.managed_identity is not None:
+            return (
+                CredentialKind.MANAGED_IDENTITY_ASSERTION
+                if self.client_id
+                else CredentialKind.MANAGED_IDENTITY
+            )
+        if self.federated_token_file is not None:
+            return CredentialKind.FEDERATED_TOKEN_FILE
+        if self.certificate is not None:
+            return CredentialKind.CERTIFICATE
+        return CredentialKind.CLIENT_SECRET
+
+    @property
+    def federation_audience(self) -> str:
+        """The `aud` Entra ID expects in this tenant's federated credentials."""
+        return FEDERATION_AUDIENCES[self.cloud]
 
     @property
     def authority(self) -> str:
@@ -217,12 +295,26 @@ class Tenant:
 
 
 @dataclass(frozen=True, slots=True)
-class SpoolSettings:
-    """Where accepted messages are kept until Graph has taken them."""
+class PostgresSettings:
+    """The shared queue of a cluster of gateways (`spool.backend: postgresql`)."""
 
-    directory: Path
+    dsn: Secret  # a libpq connection string; it may hold a password, so it is never shown
+    password: Secret | None = None  # given apart from the DSN (${ENV}, a file, credentials)
+    lease: float = 30.0  # a delivery's claim; renewed while it runs, taken over when it lapses
+    upgrade_schema: bool = False  # apply the database's migrations at start
+    node: str = ""  # this gateway's name in the cluster ("" = the host name)
+    connections: int = 10  # most connections to the database at once
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolSettings:
+    """Where accepted messages are kept until a transport has taken them."""
+
+    directory: Path  # the file spool; with postgresql, where large bodies are read back to
     min_free_space: int = 55 * 1024 * 1024  # below this, new mail gets 452 4.3.1
     max_messages: int = 100_000  # queued + held messages; beyond, new mail gets 452 4.3.1
+    backend: str = "files"  # files | postgresql
+    postgresql: PostgresSettings | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +342,50 @@ class HttpSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ConsoleUser:
+    """Someone who may sign in to the operator console, and what they may do there."""
+
+    username: str
+    password_hash: Secret  # scrypt, from `smtp-graph-gateway hash-password`
+    role: str = "viewer"  # viewer (read) | operator (also retry, hold, release, delete)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleToken:
+    """A bearer token for scripts using the console's JSON API."""
+
+    name: str  # who uses it (named in the audit log)
+    token: Secret
+    role: str = "viewer"
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleMicrosoft:
+    """ "Sign in with Microsoft" for the console, through a configured tenant's app."""
+
+    tenant: str  # the name of a tenant in `tenants` (app registration with a secret/certificate)
+    operators: tuple[str, ...] = ()  # app role values or group object IDs that make an operator
+    viewers: tuple[str, ...] = ()  # … or a viewer (anyone else is refused)
+    redirect_uri: str = ""  # "" = this console's own URL + /signin/microsoft/callback
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleSettings:
+    """The operator console. `None` in `Config.console` means it is switched off."""
+
+    address: str
+    port: int
+    tls: TlsFiles | None = None
+    users: tuple[ConsoleUser, ...] = ()
+    api_tokens: tuple[ConsoleToken, ...] = ()
+    session_idle_timeout: float = 1800.0
+    lockout_failures: int = 5  # failed sign-ins from one address within the lockout time …
+    lockout_duration: float = 300.0  # … lock it out for this long (as SMTP AUTH does)
+    silent_after: float = 86400.0  # a device that sent regularly and then nothing this long
+    microsoft: ConsoleMicrosoft | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class LoggingSettings:
     """Log level and format (`auto` = readable on a terminal, JSON otherwise)."""
 
@@ -265,6 +401,7 @@ class RoutingSettings:
     addresses: tuple[tuple[str, str], ...] = ()  # (sender address, tenant name) overrides
     modes: tuple[tuple[str, SubmissionMode], ...] = ()  # (sender address, mode) overrides
     send_as: tuple[tuple[str, str], ...] = ()  # (sender domain, mailbox to send as)
+    sent_items: tuple[tuple[str, bool], ...] = ()  # (sender address, save_to_sent_items)
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,8 +415,11 @@ class Config:
     spool: SpoolSettings
     delivery: DeliverySettings = DeliverySettings()
     http: HttpSettings | None = None
+    console: ConsoleSettings | None = None
     logging: LoggingSettings = LoggingSettings()
     drain_timeout: float = 30.0
     routing: RoutingSettings = RoutingSettings()
     proxy: str = ""  # outbound HTTPS proxy for Entra ID and Graph ("" = HTTPS_PROXY, if set)
     source: Path | None = None
+    # Loaded, but probably not meant (see config/lint.py): logged at start and by `check`.
+    warnings: tuple[ConfigIssue, ...] = field(default=(), compare=False)

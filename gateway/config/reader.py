@@ -3,6 +3,7 @@
 Each getter takes a mapping, a key and the YAML path of the mapping, returns the typed value
 (or a fallback), and records a `ConfigIssue` with the full path and a hint when the value is
 wrong. `loader.py` reads the whole document with it and raises one `ConfigError` at the end.
+Things that load but are probably not what was meant are collected as warnings the same way.
 Secret values are never quoted in an issue.
 """
 
@@ -16,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gateway.addresses import parse_mailbox
 from gateway.config.secrets import Secret
 from gateway.config.units import parse_duration, parse_size
 from gateway.errors import ConfigIssue
@@ -29,6 +31,9 @@ _TYPE_NAMES = {
     int: "a number",
     bool: "true/false",
 }
+# The words YAML 1.1 (PyYAML) reads as booleans when they are not quoted.
+_BOOLEAN_WORDS = {True: ("on", "yes", "true"), False: ("off", "no", "false")}
+_QUOTE_HINT = "YAML reads unquoted yes/no/on/off/true/false as true or false: quote the value"
 
 
 def join(path: str, key: str | int) -> str:
@@ -39,6 +44,8 @@ def join(path: str, key: str | int) -> str:
 
 
 def _describe(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
     return _TYPE_NAMES.get(type(value), type(value).__name__) if value is not None else "nothing"
 
 
@@ -49,10 +56,15 @@ class Reader:
         self.env = env
         self.base_dir = base_dir
         self.issues: list[ConfigIssue] = []
+        self.warnings: list[ConfigIssue] = []
 
     def issue(self, path: str, message: str, hint: str = "") -> None:
         """Record one problem."""
         self.issues.append(ConfigIssue(path, message, hint))
+
+    def warn(self, path: str, message: str, hint: str = "") -> None:
+        """Record something that loads but is probably not what was meant."""
+        self.warnings.append(ConfigIssue(path, message, hint))
 
     def mapping(self, value: object, path: str, allowed: Sequence[str]) -> dict[str, Any] | None:
         """`value` as a mapping with only `allowed` keys (unknown keys are reported)."""
@@ -95,7 +107,10 @@ class Reader:
         where = join(path, key)
         if value is None:
             return default
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
+        if isinstance(value, bool):
+            self.issue(where, f"expected a string, got {_describe(value)}", _QUOTE_HINT)
+            return default
+        if not isinstance(value, str | int | float):
             self.issue(where, f"expected a string, got {_describe(value)}")
             return default
         return self._expand(str(value), where)
@@ -107,6 +122,12 @@ class Reader:
             self.issue(join(path, key), "is required", hint)
             return ""
         return value
+
+    def optional_boolean(self, node: Mapping[str, Any], key: str, path: str) -> bool | None:
+        """true, false, or None when the key is not given."""
+        if node.get(key) is None:
+            return None
+        return self.boolean(node, key, path, True)
 
     def boolean(self, node: Mapping[str, Any], key: str, path: str, default: bool) -> bool:
         """true or false."""
@@ -184,7 +205,23 @@ class Reader:
     def choice(
         self, node: Mapping[str, Any], key: str, path: str, choices: Sequence[str], default: str
     ) -> str:
-        """One of a fixed set of words (case-insensitive)."""
+        """One of a fixed set of words (case-insensitive).
+
+        YAML reads an unquoted `off`, `no`, `on`, `yes` as a boolean: when exactly one of the
+        choices is such a word for that boolean (`auth: off`), it is taken as written.
+        """
+        raw = node.get(key)
+        if isinstance(raw, bool):
+            words = [word for word in _BOOLEAN_WORDS[raw] if word in choices]
+            if len(words) == 1:
+                return words[0]
+            self.issue(
+                join(path, key),
+                f"unknown value {_describe(raw)} (YAML reads unquoted "
+                f"{'/'.join(_BOOLEAN_WORDS[raw])} as {_describe(raw)})",
+                "use one of " + ", ".join(choices) + ", in quotes if it is one of those words",
+            )
+            return default
         value = self.string(node, key, path)
         if value is None:
             return default
@@ -203,7 +240,8 @@ class Reader:
         result: list[str] = []
         for where, item in self.items(value, join(path, key)):
             if not isinstance(item, str) or not item.strip():
-                self.issue(where, f"expected a non-empty string, got {_describe(item)}")
+                hint = _QUOTE_HINT if isinstance(item, bool) else ""
+                self.issue(where, f"expected a non-empty string, got {_describe(item)}", hint)
                 continue
             result.append(self._expand(item.strip(), where))
         return tuple(result)
@@ -211,22 +249,44 @@ class Reader:
     def networks(
         self, node: Mapping[str, Any], key: str, path: str
     ) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-        """CIDR networks (`192.168.10.0/24`, `2001:db8::/32`) or single addresses."""
+        """CIDR networks (`192.168.10.0/24`, `2001:db8::/32`) or single addresses.
+
+        A network with host bits set (`10.1.2.3/8`) is refused, not widened: it may mean the
+        one host or the whole network, and guessing wrong lets a whole network send.
+        """
         result: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         for index, text in enumerate(self.string_list(node, key, path)):
+            where = join(join(path, key), index)
             try:
-                result.append(ipaddress.ip_network(text, strict=False))
+                result.append(ipaddress.ip_network(text))
+                continue
+            except ValueError:
+                pass
+            try:
+                widened = ipaddress.ip_network(text, strict=False)
             except ValueError:
                 self.issue(
-                    join(join(path, key), index),
+                    where,
                     f"not an IP network: {text!r}",
                     "use CIDR notation such as 192.168.10.0/24 or fd00::/8",
                 )
+                continue
+            host = text.split("/", 1)[0].strip()
+            single = f"{host}/{widened.max_prefixlen}"
+            self.issue(
+                where,
+                f"{text!r} has host bits set: it would mean all of {widened}",
+                f"write {single} for the one address, or {widened} for the whole network",
+            )
         return tuple(result)
 
     def resolve_path(self, text: str) -> Path:
-        """A path from the config: absolute, or relative to the config file's folder."""
-        path = Path(text).expanduser()
+        """A path from the config: absolute, or relative to the config file's folder. `~user`
+        for a user this machine does not have is left as written (the file is then missing)."""
+        try:
+            path = Path(text).expanduser()
+        except RuntimeError:
+            path = Path(text)
         return path if path.is_absolute() else self.base_dir / path
 
     def existing_file(self, node: Mapping[str, Any], key: str, path: str) -> Path | None:
@@ -235,13 +295,46 @@ class Reader:
         if text is None:
             return None
         resolved = self.resolve_path(text)
-        if not resolved.is_file():
+        if not _is_file(resolved):
             self.issue(join(path, key), f"file not found: {resolved}", "create it or fix the path")
             return None
         if not os.access(resolved, os.R_OK):
             self.issue(join(path, key), f"file not readable: {resolved}", "check its permissions")
             return None
         return resolved
+
+    def _credential_candidates(self, text: str) -> list[Path]:
+        """Where a credential file named in the config may be: a relative name in
+        `$CREDENTIALS_DIRECTORY` (systemd's LoadCredential=) first, then the usual place."""
+        candidates = []
+        credentials = self.env.get("CREDENTIALS_DIRECTORY")
+        if credentials and not Path(text).is_absolute():
+            candidates.append(Path(credentials) / text)
+        candidates.append(self.resolve_path(text))
+        return candidates
+
+    def credential_file(self, node: Mapping[str, Any], key: str, path: str) -> Path | None:
+        """A file holding key material (a private key, a PFX, a certificate): like
+        `existing_file`, but a relative name is looked up in `$CREDENTIALS_DIRECTORY` first."""
+        text = self.string(node, key, path)
+        if text is None:
+            return None
+        candidates = self._credential_candidates(text)
+        for candidate in candidates:
+            if _is_file(candidate):
+                if not os.access(candidate, os.R_OK):
+                    self.issue(
+                        join(path, key), f"file not readable: {candidate}", "check its permissions"
+                    )
+                    return None
+                return candidate
+        shown = " or ".join(str(candidate) for candidate in candidates)
+        self.issue(
+            join(path, key),
+            f"file not found: {shown}",
+            "create it or fix the path (under systemd: LoadCredential=NAME:/path/to/file)",
+        )
+        return None
 
     def secret(
         self, node: Mapping[str, Any], key: str, path: str, *, required: bool, what: str
@@ -285,19 +378,18 @@ class Reader:
         if not text:
             self.issue(where, "expected a file name")
             return None
-        candidates = []
-        credentials = self.env.get("CREDENTIALS_DIRECTORY")
-        if credentials and not Path(text).is_absolute():
-            candidates.append(Path(credentials) / text)
-        candidates.append(self.resolve_path(text))
+        candidates = self._credential_candidates(text)
         for candidate in candidates:
-            if candidate.is_file():
+            if _is_file(candidate):
                 try:
                     value = candidate.read_text(encoding="utf-8").strip()
                 except OSError as error:
                     self.issue(
                         where, f"cannot read {candidate}: {error.strerror}", "check permissions"
                     )
+                    return None
+                except UnicodeDecodeError:
+                    self.issue(where, f"{candidate} is not UTF-8 text", f"write the {what} in it")
                     return None
                 if not value:
                     self.issue(where, f"{candidate} is empty", f"write the {what} into it")
@@ -306,3 +398,34 @@ class Reader:
         shown = " or ".join(str(candidate) for candidate in candidates)
         self.issue(where, f"file not found: {shown}", f"create it with the {what}, mode 0600")
         return None
+
+
+def _is_file(path: Path) -> bool:
+    """Whether `path` is a file; False for any path the system refuses (a name too long …)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
+def read_mailbox(reader: Reader, node: Mapping[str, Any], key: str, path: str) -> str:
+    """A mailbox address under `key` ("" when absent or invalid, with an issue)."""
+    text = reader.string(node, key, path) or ""
+    if not text:
+        return ""
+    address = parse_mailbox(text)
+    if address is None:
+        reader.issue(
+            join(path, key), f"not a mailbox address: {text!r}", "e.g. scanner@contoso.com"
+        )
+        return ""
+    return str(address)
+
+
+def check_unique(reader: Reader, path: str, names: list[str], key: str) -> None:
+    """Names that must be unique (listeners, clients, users, tenants)."""
+    seen: set[str] = set()
+    for index, name in enumerate(names):
+        if name and name.lower() in seen:
+            reader.issue(join(join(path, index), key), f"duplicate {key} {name!r}")
+        seen.add(name.lower())

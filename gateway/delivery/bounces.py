@@ -3,7 +3,6 @@
 Never for a null sender, never for the gateway's own notifications or other automatic mail (no
 loops), and only when a postmaster mailbox is configured to send them. The notification is an
 ordinary queued message sent as the postmaster mailbox, so it is as durable as any other.
-Blocking (spool I/O): call from a thread.
 """
 
 from __future__ import annotations
@@ -13,7 +12,8 @@ from dataclasses import dataclass
 
 from gateway.errors import SpoolError
 from gateway.mime.dsn import Failure, build_dsn, is_notification
-from gateway.spool import QueuedMessage, Spool
+from gateway.queue.base import Queue
+from gateway.queue.model import Arrival, QueuedMessage
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,19 +27,19 @@ class Notice:
 class Bouncer:
     """Builds and queues notifications for one spool."""
 
-    def __init__(self, spool: Spool, postmaster: str, hostname: str) -> None:
-        self._spool = spool
+    def __init__(self, queue: Queue, postmaster: str, hostname: str) -> None:
+        self._queue = queue
         self._postmaster = postmaster
         self._hostname = hostname or "smtp-graph-gateway"
 
-    def bounce(self, queued: QueuedMessage, failure: Failure) -> Notice:
+    async def bounce(self, queued: QueuedMessage, failure: Failure) -> Notice:
         """Queue a notification for `queued`, or say why not."""
         envelope = queued.envelope
         if not self._postmaster:
             return Notice(reason="no delivery.postmaster configured")
         if not envelope.mail_from:
             return Notice(reason="null sender")
-        if envelope.send_as or is_notification(queued.message):
+        if envelope.is_notice or is_notification(queued.message):
             return Notice(reason="the message is itself a notification")
         dsn = build_dsn(
             original=queued.message,
@@ -52,14 +52,17 @@ class Bouncer:
             now=time.time(),
         )
         try:
-            queue_id = self._spool.store(
-                mail_from="",
-                rcpt_tos=(envelope.mail_from,),
-                message=dsn,
-                client="gateway",
-                peer="",
-                listener="bounce",
-                send_as=self._postmaster,
+            queue_id = await self._queue.store(
+                Arrival(
+                    mail_from="",
+                    rcpt_tos=(envelope.mail_from,),
+                    client="gateway",
+                    peer="",
+                    listener="bounce",
+                    notice_from=self._postmaster,
+                    mailbox=self._postmaster,
+                ),
+                dsn,
             )
         except SpoolError as error:
             return Notice(reason=f"cannot queue the notification: {error}")

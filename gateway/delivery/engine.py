@@ -1,101 +1,50 @@
-"""The delivery engine: workers that take queued messages to Graph.
+"""The delivery engine: workers that take queued messages to their transport.
 
-A worker takes the next due queue ID, asks the mailbox gates whether that sender's mailbox may
-get another request now (Retry-After windows, pacing, at most four in flight), then leases the
-message and hands it to the submitter (raw MIME, Graph JSON or draft + upload sessions, see
-submit.py).
-The answer decides: delivered (removed from the spool), permanent failure (held with its reason,
-and a delivery status notification queued for the sender), or a retry at `Retry-After` or after
-an exponential backoff — until the maximum queue lifetime, when it is held and bounced too.
-Retry times and attempt histories live in the spool, so a restart changes nothing. A message is
-never dropped: whatever happens, it is in the spool in exactly one state.
+One message's way: `submit` makes it a `Job` and due; a worker takes it when its time has come
+(`admission`: schedule, mailbox gates, memory budget), runs one attempt (`attempt`: lease,
+routes, transport, failover) and ends it (`disposition`: delivered, deferred, held, bounced —
+a queue transition and a typed event for the observers). Whatever happens, even a bug, the
+message ends in one state of the queue; the engine talks to the queue and the transports
+only through their interfaces (`queue.base.Queue`, `transport.Transport`).
+
+Outages (`outages`): when a tenant's requests fail for reasons that are not the messages' own,
+its messages are parked and one probe per interval finds the end; the first answer flushes
+them. One node parks them in memory (and the deferral's record in the queue says it was an
+outage, so a restart probes at once instead of waiting out the backoff). In a cluster the
+shared queue keeps no job here between attempts, so the database holds the parking: an
+outage deferral is due only after `retry_max`, each node's probe makes one such message of
+the tenant due now, and each node's flush makes them all due now — any node then takes them,
+under the limits the database keeps for all nodes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
+import contextlib
 import random
-import re
 import time
-from collections.abc import Callable
-from concurrent.futures import Executor
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable
 
 import structlog
 
-from gateway.addresses import parse_mailbox
 from gateway.config import DeliverySettings
-from gateway.delivery.backoff import backoff_delay
-from gateway.delivery.bounces import Bouncer
-from gateway.delivery.budget import SizeBudget
-from gateway.delivery.classify import Outcome
-from gateway.delivery.mailboxes import Admit, MailboxGates, WaitUntil
-from gateway.delivery.schedule import Schedule, ScheduleClosedError
-from gateway.delivery.submit import Refusal, Submitter
-from gateway.errors import SpoolError, TokenError
-from gateway.graph.client import GraphAnswer, GraphClient, GraphTransportError
-from gateway.graph.tokens import TokenProviders
-from gateway.mime.dsn import Failure
-from gateway.mime.headers import message_id
+from gateway.delivery.admission import LocalAdmission
+from gateway.delivery.attempt import Attempt, Failed, Tried, not_the_message
+from gateway.delivery.disposition import Disposition
+from gateway.delivery.events import DeliveryEvent, Observer
+from gateway.delivery.job import Admission, Job
+from gateway.delivery.outages import DEFAULT_PROBE_INTERVAL, Ended, Failure, Outages
+from gateway.delivery.schedule import ScheduleClosedError
+from gateway.errors import CorruptRecord, SpoolError
+from gateway.queue.base import Queue
+from gateway.queue.model import Due, QueuedMessage
 from gateway.routing import Route, Router
-from gateway.spool import Envelope, QueuedMessage, Spool
-from gateway.spool.format import CorruptRecord
-from gateway.spool.remover import Remover
+from gateway.transport import Transport
+
+__all__ = ["DeliveryEngine", "DeliveryEvent", "Observer"]
 
 log = structlog.get_logger("gateway.delivery")
-T = TypeVar("T")
-
-# Messages up to this size are leased on the event loop: a rename and a read of a few KiB from
-# the page cache cost less than handing them to a thread and back (which also makes the thread
-# fight the accepting loop for the GIL). Larger messages, and every fsync, stay on the delivery
-# threads. Delivered messages are removed by the spool's Remover thread: an unlink can wait for
-# a journal commit, and nothing needs to wait for it.
-INLINE_IO_LIMIT = 64 * 1024
-Logger = Any  # structlog's bound logger
-_ENHANCED_STATUS = re.compile(r"[245]\.\d{1,3}\.\d{1,3}")
-
-
-def _too_many_recipients(refusal: Refusal) -> bool:
-    """452 with 4.5.3 (or saying so): the server wants the rest in another transaction."""
-    return refusal.code == 452 and (
-        "4.5.3" in refusal.text or "too many recipients" in refusal.text.lower()
-    )
-
-
-def _enhanced_status(refusal: Refusal) -> str:
-    """The RFC 3463 status a refusal's text starts with, else one from its reply code."""
-    match = _ENHANCED_STATUS.match(refusal.text)
-    if match and match.group()[0] == str(refusal.code)[0]:
-        return match.group()
-    return f"{str(refusal.code)[0]}.0.0" if refusal.code >= 400 else "5.0.0"
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryEvent:
-    """The result of one attempt, for observers (metrics, tests)."""
-
-    queue_id: str
-    result: str  # "delivered" | "deferred" | "held"
-    status: int | None = None
-    code: str = ""
-    reason: str = ""
-    mailbox: str = ""
-    tenant: str = ""
-    duration: float | None = None  # seconds the Graph request took, when one was answered
-
-
-Observer = Callable[[DeliveryEvent], None]
-
-
-def route_for(envelope: Envelope, router: Router, send_as: str = "") -> Route | None:
-    """The first route of a queued message: by `send_as` for the gateway's own mail (bounces),
-    else by its sender (sent as the client's or user's `send_as` when one is set)."""
-    address = parse_mailbox(envelope.send_as or envelope.mail_from)
-    if address is None:
-        return None
-    return router.route(address, "" if envelope.send_as else send_as)
+RECLAIM_INTERVAL = 30.0  # seconds between checks for leased messages no worker holds
 
 
 class DeliveryEngine:
@@ -104,57 +53,47 @@ class DeliveryEngine:
     def __init__(
         self,
         *,
-        spool: Spool,
+        queue: Queue,
         router: Callable[[], Router],
-        tokens: TokenProviders,
-        graph: GraphClient,
+        transport_for: Callable[[Route], Transport],
         settings: DeliverySettings,
         hostname: str = "",
         rng: random.Random | None = None,
-        executor: Executor | None = None,
-        identity: Callable[[Envelope], tuple[str, bool]] = lambda _envelope: ("", True),
+        admission: Admission | None = None,
+        probe_interval: float = DEFAULT_PROBE_INTERVAL,
     ) -> None:
-        self._executor = executor
-        self._identity = identity
-        self._spool = spool
+        self._queue = queue
         self._router = router
-        self._tokens = tokens
-        self._submitter = Submitter(graph, tokens, timeout=settings.request_timeout)
         self._settings = settings
-        self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
-        self._schedule = Schedule()
-        self._gates = MailboxGates(
-            max_in_flight=settings.max_per_mailbox, rate_per_minute=settings.mailbox_rate
+        self._admission = admission or LocalAdmission(settings)
+        self._attempt = Attempt(queue, router, transport_for, hostname)
+        self._disposition = Disposition(
+            queue=queue,
+            settings=settings,
+            hostname=hostname,
+            schedule=self.submit,
+            throttle=self._admission.throttle,
+            rng=rng,
         )
-        self._budget = SizeBudget(settings.max_bytes_in_flight)
-        self._hostname = hostname
-        self._bouncer = Bouncer(spool, settings.postmaster, hostname)
-        self._remover = Remover(spool)
-        self._mailboxes: dict[str, str] = {}
-        self._sizes: dict[str, int] = {}
-        self._tenants: dict[str, str] = {}
-        self._known: set[str] = set()
+        self._jobs: dict[str, Job] = {}
         self._workers: list[asyncio.Task[None]] = []
         self._busy = 0
         self._idle = asyncio.Event()
         self._idle.set()
         self._stopping = False
+        self._stopped = asyncio.Event()
+        # A probe never waits longer than a message's first retry would have.
+        self._probe_interval = probe_interval
+        self._outages = Outages(min(probe_interval, settings.retry_initial))
+        self._probes: dict[str, asyncio.TimerHandle] = {}  # tenant → its next probe
+        self._tasks: set[asyncio.Task[None]] = set()
+        # A cluster: tenants answered since this node started. The first answer of each also
+        # releases what an outage deferred before (every node may have restarted meanwhile).
+        self._answered_since_start: set[str] = set()
         self.observers: list[Observer] = []
 
-    async def _blocking(self, function: Callable[..., T], *args: Any) -> T:
-        """Run spool I/O on the delivery threads, never on the threads that accept mail."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(function, *args))
-
-    async def _spool_io(self, queue_id: str, function: Callable[..., T], *args: Any) -> T:
-        """Read a message (lease, peek): on the loop when it is known to be small (see
-        `INLINE_IO_LIMIT`), else on the delivery threads."""
-        if 0 < self._sizes.get(queue_id, 0) <= INLINE_IO_LIMIT:
-            return function(*args)
-        return await self._blocking(function, *args)
-
     def update_settings(self, settings: DeliverySettings) -> list[str]:
-        """Take new retry, lifetime and postmaster settings; what still needs a restart."""
+        """Take new retry, lifetime, postmaster and memory settings; what needs a restart."""
         old = self._settings
         fixed = [
             name
@@ -162,67 +101,97 @@ class DeliveryEngine:
             if getattr(old, name) != getattr(settings, name)
         ]
         self._settings = settings
-        self._bouncer = Bouncer(self._spool, settings.postmaster, self._hostname)
-        self._resume(self._budget.resize(settings.max_bytes_in_flight))
+        self._outages.interval = min(self._probe_interval, settings.retry_initial)
+        self._disposition.update(settings)
+        self._admission.resize(settings.max_bytes_in_flight)
         return [f"delivery.{name}" for name in fixed]
 
     def gauges(self) -> dict[str, int]:
         """Deliveries under way, their total size and the messages waiting for room."""
         return {
             "in_flight": self._busy,
-            "bytes_in_flight": self._budget.used,
-            "waiting_for_memory": self._budget.waiting,
+            "bytes_in_flight": self._admission.bytes_in_flight,
+            "waiting_for_memory": self._admission.waiting_for_memory,
+            "tenants_in_outage": len(self._outages.tenants),
+            "outage_probes": self._outages.probes_total,
         }
 
     @property
     def depth(self) -> int:
         """Messages queued or being delivered."""
-        return len(self._known)
+        return len(self._jobs)
 
     def submit(self, queue_id: str, delay: float = 0.0, mailbox: str = "", size: int = 0) -> None:
-        """Schedule a queued message (optionally telling which mailbox it is sent as and about
-        how many bytes it has: small ones are read on the loop)."""
-        self._known.add(queue_id)
+        """Make a queued message due after `delay` seconds (optionally saying which mailbox it
+        is sent as and how many bytes it has)."""
+        if self._admission.shared:  # the shared queue knows it; wake the claimers then
+            self._admission.due(queue_id, delay)
+            return
+        job = self._jobs.get(queue_id)
+        if job is None:
+            job = self._jobs[queue_id] = Job(queue_id)
         if mailbox:
-            self._mailboxes[queue_id] = mailbox.lower()
+            job.mailbox = mailbox.lower()
         if size:
-            self._sizes[queue_id] = size
-        self._schedule.add(queue_id, delay)
+            job.size = size
+        if not self._outages.parked(queue_id):
+            self._admission.due(queue_id, delay)
+        elif delay <= 0:  # asked for now (queue retry): it is the next probe, at once
+            tenant = self._outages.hurry(queue_id, time.monotonic())
+            if tenant is not None:
+                self._arm(tenant)
+        # (else a deferral of a parked message: it goes with the probe or the flush)
 
     def forget(self, queue_id: str) -> None:
         """The message left the queue (delivered, held, deleted): drop what we know of it."""
-        self._known.discard(queue_id)
-        self._mailboxes.pop(queue_id, None)
-        self._sizes.pop(queue_id, None)
-        self._tenants.pop(queue_id, None)
-        self._gates.forget(queue_id)
-        self._give_back(queue_id)
+        self._jobs.pop(queue_id, None)
+        self._admission.forget(queue_id)
+        self._unpark(queue_id)
 
-    def _give_back(self, queue_id: str) -> None:
-        """`queue_id` is not in delivery (any more): its bytes go to those waiting for room."""
-        self._resume(self._budget.give_back(queue_id))
+    def _unpark(self, queue_id: str) -> None:
+        """The message waits for no outage any more; if it was the probe, another goes."""
+        tenant = self._outages.forget(queue_id, time.monotonic())
+        if tenant is not None:
+            self._arm(tenant)
 
-    def _resume(self, queue_ids: list[str]) -> None:
-        """Schedule messages that waited for room in memory and have it now."""
-        if not self._stopping:
-            for queue_id in queue_ids:
-                self._schedule.add(queue_id)
+    def recover(self, found: Iterable[Due]) -> None:
+        """At start, after `submit`ting what the queue found: messages whose last deferral was
+        an outage of their tenant (the queue read that as it recovered) wait for a probe,
+        which goes at once, instead of each waiting out its backoff (and each knocking on
+        Graph then)."""
+        now = time.monotonic()
+        suspected: dict[str, int] = {}
+        for due in found:
+            if due.outage:
+                self._outages.suspect(due.outage, due.queue_id, now)
+                suspected[due.outage] = suspected.get(due.outage, 0) + 1
+        for tenant, count in suspected.items():
+            log.warning(
+                "graph_outage_suspected",
+                tenant=tenant,
+                waiting=count,
+                action="these were deferred by an outage before the restart; one is tried "
+                "now, and all of them go as soon as the tenant answers",
+            )
+            self._arm(tenant)
 
     def start(self) -> None:
-        """Start the workers."""
+        """Start the workers and the check for leases nobody holds."""
         self._workers = [
             asyncio.create_task(self._work(), name=f"delivery-{index}")
             for index in range(self._settings.concurrency)
         ]
+        self._workers.append(asyncio.create_task(self._reclaim(), name="delivery-reclaim"))
 
     async def drain(self, timeout: float) -> bool:
         """Take no new work, let attempts under way finish; False if some did not in time.
 
-        Unfinished attempts are cancelled; their messages stay in the spool (active/) and are
+        Unfinished attempts are cancelled; their messages stay leased in the queue and are
         queued again at the next start.
         """
         self._stopping = True
-        self._schedule.close()
+        self._stopped.set()
+        self._admission.close()
         finished = self._idle.is_set()
         if not finished:
             try:
@@ -230,412 +199,257 @@ class DeliveryEngine:
                 finished = True
             except TimeoutError:
                 log.warning("delivery_drain_timeout", in_flight=self._busy, timeout=timeout)
-        for worker in self._workers:
+        for handle in self._probes.values():
+            handle.cancel()
+        self._probes.clear()
+        for worker in [*self._workers, *self._tasks]:
             worker.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
-        await asyncio.to_thread(self._remover.close)  # delivered files are gone before we stop
+        await asyncio.gather(*self._workers, *self._tasks, return_exceptions=True)
         return finished
 
     async def _work(self) -> None:
         while not self._stopping:
             try:
-                queue_id = await self._schedule.next()
+                ready = await self._admission.next()
             except ScheduleClosedError:
                 return
+            job = self._jobs.get(ready.queue_id)
+            if ready.mailbox is not None:  # claimed from a shared queue: leased already
+                job = job or self._jobs.setdefault(ready.queue_id, Job(ready.queue_id))
+                job.mailbox, job.size = ready.mailbox, ready.size
+            if job is None:
+                continue
+            parked = await self._handle(job)
+            if self._admission.shared and not parked:
+                # A claim lives for one attempt: the shared queue has the message from here
+                # (any node may take it next), so nothing is kept about it here.
+                self._jobs.pop(job.queue_id, None)
+
+    async def _handle(self, job: Job) -> bool:
+        """One due job: admitted or parked, attempted, ended; any bug ends in a hold. True
+        when it was parked (it comes back through the admission)."""
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(queue_id=job.queue_id)
+        admitted = False
+        event: DeliveryEvent | None = None
+        retry_in: float | None = None
+        try:
+            if job.mailbox is None and not await self._learn(job):
+                self.forget(job.queue_id)  # deleted or held by an administrator meanwhile
+                return False
+            if await self._waits_for_outage(job):
+                return True
+            if not self._admission.admit(job, time.monotonic()):
+                return True
+            admitted = True
             self._busy += 1
             self._idle.clear()
-            try:
-                await self._attempt(queue_id)
-            except Exception:
-                # A bug must not kill the worker or lose the message: it stays in the spool
-                # (at worst in active/, until the next start) and the worker goes on.
-                log.exception("delivery_crashed", queue_id=queue_id)
-            finally:
+            event = await self._deliver(job)
+        except Exception as error:  # noqa: BLE001 - any bug: the message ends held
+            self._unpark(job.queue_id)
+            event, retry_in = await self._disposition.crashed(job.queue_id, error)
+            if event is None and retry_in is not None:
+                self._admission.due(job.queue_id, retry_in)
+            elif event is None:
+                self.forget(job.queue_id)
+        finally:
+            if admitted:
+                self._admission.finished(job, sent=not _refused(event))
                 self._busy -= 1
                 if self._busy == 0:
                     self._idle.set()
+            structlog.contextvars.clear_contextvars()
+        if event is not None:
+            for observer in self.observers:
+                observer(event)
+            if event.result != "deferred":
+                self.forget(job.queue_id)
+        return False
 
-    async def _mailbox_of(self, queue_id: str) -> str | None:
-        mailbox = self._mailboxes.get(queue_id)
-        if mailbox is None:
-            try:
-                envelope = await self._spool_io(queue_id, self._spool.peek, queue_id)
-            except CorruptRecord:
-                return ""  # lease() moves it to corrupt/ and logs it
-            if envelope is None:
-                return None
-            self._sizes.setdefault(queue_id, envelope.size)
-            route = route_for(envelope, self._router(), self._identity(envelope)[0])
-            mailbox = self._mailboxes[queue_id] = route.mailbox.lower() if route else ""
-        return mailbox
-
-    async def _attempt(self, queue_id: str) -> None:
-        mailbox = await self._mailbox_of(queue_id)
-        if mailbox is None:
-            self.forget(queue_id)  # deleted or held by an administrator meanwhile
-            return
-        if mailbox:
-            decision = self._gates.decide(queue_id, mailbox, time.monotonic())
-            if not isinstance(decision, Admit):
-                self._give_back(queue_id)  # room reserved for it goes to others meanwhile
-                if isinstance(decision, WaitUntil):
-                    self._schedule.add(queue_id, decision.when - time.monotonic())
-                return  # else queued behind the mailbox's requests in flight; release() resubmits
-        if not self._budget.take(queue_id, self._sizes.get(queue_id, 0)):
-            # In line for room; give_back() hands it back. Its mailbox slot goes meanwhile.
-            log.info(
-                "delivery_waits_for_memory",
-                queue_id=queue_id,
-                size=self._sizes.get(queue_id, 0),
-                bytes_in_flight=self._budget.used,
-                max_bytes_in_flight=self._budget.limit,
-                action="it goes when deliveries under way finish; "
-                "raise delivery.max_bytes_in_flight if memory allows",
-            )
-            self._release_mailbox(mailbox)
-            return
+    async def _learn(self, job: Job) -> bool:
+        """Read a job's size and first mailbox from its envelope; False if it is not queued.
+        (A record that is not whole is left for the lease, which sets it aside.)"""
         try:
-            await self._deliver(queue_id)
-        finally:
-            self._give_back(queue_id)
-            self._release_mailbox(mailbox)
-
-    def _release_mailbox(self, mailbox: str) -> None:
-        """A request as `mailbox` is over (or will not be made): the next one in line goes."""
-        if mailbox:
-            waiting = self._gates.release(mailbox)
-            if waiting is not None and not self._stopping:
-                self._schedule.add(waiting)
-
-    async def _deliver(self, queue_id: str) -> None:
-        try:
-            queued = await self._spool_io(queue_id, self._spool.lease, queue_id)
-        except CorruptRecord as error:
-            self.forget(queue_id)
-            log.error(
-                "spool_corrupt",
-                queue_id=queue_id,
-                reason=str(error),
-                action="moved to spool/corrupt/ for inspection",
-            )
-            return
-        if queued is None:
-            self.forget(queue_id)
-            return
-        attempt = queued.attempts + 1
-        bound = log.bind(queue_id=queue_id, attempt=attempt)
-        routes = self._routes(queued.envelope)
-        if not routes:
-            await self._defer(
-                queued,
-                attempt,
-                bound,
-                reason="no tenant serves the sender's domain any more; "
-                "add it to a tenant's domains",
-                config=True,
-            )
-            return
-        bound = bound.bind(message_id=message_id(queued.message))
-        recipients = list(queued.envelope.rcpt_tos)
-        for number, route in enumerate(routes, 1):
-            last = number == len(routes)
-            routed = bound.bind(tenant=route.tenant.name, mailbox=route.mailbox, route=number)
-            self._tenants[queued.queue_id] = route.tenant.name
-            try:
-                submitted = await self._submitter.submit(route, queued.message, recipients, routed)
-            except TokenError as error:
-                if not last:  # failover: this app cannot get a token; try the next route
-                    routed.warning("route_failed", reason=error.reason, code=error.code)
-                    continue
-                await self._defer(
-                    queued, attempt, routed, reason=error.reason, code=error.code, config=True
-                )
-                return
-            except GraphTransportError as error:
-                if error.sent:
-                    routed.warning(
-                        "delivery_ambiguous",
-                        reason=error.reason,
-                        note="Graph may have accepted it; the retry may duplicate it",
-                    )
-                await self._defer(queued, attempt, routed, reason=error.reason)
-                return
-            answer, outcome = submitted.answer, submitted.outcome
-            routed = routed.bind(mode=submitted.form.value)
-            if answer.code == "ErrorAccessDenied" and not last:
-                routed.warning(
-                    "route_failed",
-                    reason=outcome.explanation,
-                    code=answer.code,
-                    status=answer.status,
-                    request_id=answer.request_id,
-                )
-                continue
-            await self._finish(
-                queued,
-                attempt,
-                answer,
-                outcome=outcome,
-                route=route,
-                bound=routed,
-                refused=submitted.refused,
-            )
-            return
-
-    def _routes(self, envelope: Envelope) -> list[Route]:
-        """The routes for a queued message: its own mail by `send_as`, else by the sender."""
-        if envelope.send_as:
-            address = parse_mailbox(envelope.send_as)
-            route = self._router().route(address) if address else None
-            return [Route(route.tenant, envelope.send_as)] if route else []
-        sender = parse_mailbox(envelope.mail_from)
-        if sender is None:
-            return []
-        send_as, reply_to = self._identity(envelope)
-        return self._router().routes(sender, send_as, reply_to_sender=reply_to)
-
-    async def _finish(
-        self,
-        queued: QueuedMessage,
-        attempt: int,
-        answer: GraphAnswer,
-        *,
-        outcome: Outcome,
-        route: Route,
-        bound: Logger,
-        refused: tuple[Refusal, ...] = (),
-    ) -> None:
-        details: dict[str, Any] = {
-            "status": answer.status,
-            "code": answer.code,
-            "request_id": answer.request_id,
-            "duration_ms": round(answer.duration * 1000),
-        }
-        if outcome.delivered:
-            if refused and not await self._refused(queued, attempt, refused, bound):
-                await self._defer(
-                    queued, attempt, bound, reason="the deferred recipients could not be queued"
-                )
-                return
-            self._remover.remove(queued.queue_id)
-            bound.info("delivered", recipients=len(queued.envelope.rcpt_tos), **details)
-            self._notify(queued.queue_id, "delivered", details, mailbox=route.mailbox)
-            self.forget(queued.queue_id)
-            return
-        if outcome.permanent:
-            failure = Failure(
-                queued.envelope.rcpt_tos,
-                "5.0.0",
-                f"{answer.status} {answer.code}".strip(),
-                outcome.explanation,
-            )
-            await self._hold(
-                queued, attempt, failure, bound, graph_message=answer.message, **details
-            )
-            return
-        if answer.retry_after is not None:
-            self._gates.block(route.mailbox, time.monotonic() + answer.retry_after)
-        await self._defer(
-            queued,
-            attempt,
-            bound,
-            reason=outcome.explanation,
-            retry_after=answer.retry_after,
-            config=answer.code == "ErrorAccessDenied",
-            **details,
-        )
-
-    async def _refused(
-        self, queued: QueuedMessage, attempt: int, refused: tuple[Refusal, ...], bound: Logger
-    ) -> bool:
-        """Some recipients were refused by the SMTP server while the rest took the message.
-
-        Those it deferred (4xx) are queued again as a message of their own: at once after
-        "452 4.5.3 too many recipients" (RFC 5321 §4.5.3.1.10: send the rest in another
-        transaction), else after the usual backoff. Those it refused for good (5xx), or whose
-        queue lifetime is over, are bounced to the sender. False if the deferred recipients
-        could not be queued: the caller then keeps the whole message for another attempt.
-        """
-        later = tuple(refusal for refusal in refused if refusal.temporary)
-        failed = [refusal for refusal in refused if not refusal.temporary]
-        statuses = {_enhanced_status(refusal) for refusal in failed}
-        if later:
-            at_once = all(_too_many_recipients(refusal) for refusal in later)
-            delay = self._retry_delay(attempt, 0.0 if at_once else None)
-            if self._past_lifetime(queued, delay):
-                failed.extend(later)
-                statuses.add("4.4.7")  # delivery time expired, as for a whole message
-            elif not await self._queue_again(queued, later, delay, bound):
-                return False
-        if failed:
-            bound.error(
-                "recipients_refused",
-                refused=[refusal.recipient for refusal in failed],
-                replies=[refusal.reply for refusal in failed],
-                action="the others received the message; the sender is notified about these",
-            )
-            failure = Failure(
-                tuple(refusal.recipient for refusal in failed),
-                statuses.pop() if len(statuses) == 1 else "5.0.0",
-                "; ".join(refusal.reply for refusal in failed)[:500],
-                "the SMTP server refused these recipients",
-            )
-            notice = await self._blocking(self._bouncer.bounce, queued, failure)
-            if notice.queue_id:
-                self.submit(notice.queue_id)
-        return True
-
-    async def _queue_again(
-        self, queued: QueuedMessage, later: tuple[Refusal, ...], delay: float, bound: Logger
-    ) -> bool:
-        """Queue the message for the deferred recipients only; False if the spool cannot."""
-        recipients = tuple(refusal.recipient for refusal in later)
-        replies = [refusal.reply for refusal in later]
-        record = {
-            "at": time.time(),
-            "result": "deferred",
-            "reason": f"the server deferred these recipients of {queued.queue_id} while the "
-            f"others took it: {'; '.join(replies)}"[:500],
-        }
-        try:
-            copy = await self._blocking(
-                self._spool.split, queued, recipients, time.time() + delay, record
-            )
-        except SpoolError as error:
-            bound.error(
-                "recipients_requeue_failed",
-                reason=str(error),
-                recipients=list(recipients),
-                action="the whole message stays queued and goes to every recipient again "
-                "(some receive it twice); free space in the spool",
-            )
+            envelope = await self._queue.peek(job.queue_id)
+        except CorruptRecord:
+            job.mailbox = ""
+            return True
+        if envelope is None:
             return False
-        bound.warning(
-            "recipients_deferred",
-            recipients=list(recipients),
-            replies=replies,
-            new_queue_id=copy,
-            retry_in_s=round(delay, 1),
-            action="the others received the message; these are tried again as the new queue ID",
-        )
-        self.submit(
-            copy, delay, mailbox=self._mailboxes.get(queued.queue_id, ""), size=len(queued.message)
-        )
+        job.size = job.size or envelope.size
+        routes = self._router().routes_for(envelope)
+        job.mailbox = routes[0].mailbox.lower() if routes else ""
+        job.tenant = routes[0].tenant.name if routes else ""
         return True
 
-    async def _defer(
-        self,
-        queued: QueuedMessage,
-        attempt: int,
-        bound: Logger,
-        *,
-        reason: str,
-        retry_after: float | None = None,
-        config: bool = False,
-        **details: Any,
-    ) -> None:
-        delay = self._retry_delay(attempt, retry_after)
-        if self._past_lifetime(queued, delay):
-            failure = Failure(
-                queued.envelope.rcpt_tos,
-                "4.4.7",
-                f"{details.get('status', '')} {details.get('code', '')}".strip() or reason,
-                f"gave up after {attempt} attempts: {reason}",
+    async def _waits_for_outage(self, job: Job) -> bool:
+        """One node: a due message of a tenant in outage is parked, unless it is (or becomes)
+        the probe. (A cluster's claims all go: the database parks its outage deferrals.)"""
+        if self._admission.shared or not self._outages.tenants:
+            return False
+        if not job.tenant and not await self._learn(job):
+            return False  # not queued any more: the lease says so
+        if not self._outages.hold_back(job.tenant, job.queue_id, time.monotonic()):
+            return False
+        self._arm(job.tenant)
+        return True
+
+    async def _deliver(self, job: Job) -> DeliveryEvent | None:
+        queued = await self._attempt.lease(job.queue_id)
+        if queued is None:
+            self.forget(job.queue_id)
+            return None
+        try:
+            if await self._new_mail_waits(queued):
+                return None  # not tried: no attempt to tell of
+            started, before = time.monotonic(), job.tenant
+            outcome = await self._attempt.run(queued)
+            tenant = outcome.route.tenant.name if outcome.route is not None else ""
+            if tenant != before:  # routed elsewhere since (a reload): not parked as before
+                self._unpark(job.queue_id)
+            if isinstance(outcome, Failed) and outcome.route is None:
+                return await self._disposition.failed(outcome)  # no tenant serves it
+            job.tenant = tenant
+            now, outage, parked, ended = time.monotonic(), "", False, None
+            if not_the_message(outcome):
+                failure = self._outages.failed(tenant, job.queue_id, started, now)
+                outage = "" if failure is Failure.OWN else tenant  # the record says so
+                parked = failure in (Failure.BEGAN, Failure.CONTINUES)
+                if failure is Failure.BEGAN:
+                    log.warning(
+                        "graph_outage_detected",
+                        tenant=tenant,
+                        probe_interval_s=self._outages.interval,
+                        action="its messages wait; one is tried every "
+                        f"{self._outages.interval:g} s, and all go as soon as it answers",
+                    )
+            elif not (isinstance(outcome, Failed) and outcome.configuration):
+                ended = self._first_answer(tenant, self._outages.answered(tenant, now))
+            if isinstance(outcome, Tried):
+                event = await self._disposition.answered(outcome, outage=outage, parked=parked)
+            else:
+                event = await self._disposition.failed(outcome, outage=outage, parked=parked)
+            if ended is not None:
+                await self._flush(ended)
+            self._arm(tenant)
+            return event
+        finally:
+            queued.close()  # a large message is read from the queue: let go of it
+
+    # -- outages ------------------------------------------------------------------------------
+
+    async def _new_mail_waits(self, queued: QueuedMessage) -> bool:
+        """A cluster: new mail claimed for a tenant this node knows in outage waits in the
+        database, untried (unless it is this node's probe). Messages tried before go: a
+        probe or a flush made them due, or their own backoff ended."""
+        if not self._admission.shared or queued.attempts or not self._outages.tenants:
+            return False
+        routes = self._router().routes_for(queued.envelope)
+        tenant = routes[0].tenant.name if routes else ""
+        if not tenant or not self._outages.hold_back(tenant, queued.queue_id, time.monotonic()):
+            return False
+        await self._disposition.wait_for_outage(queued, tenant)
+        return True
+
+    def _first_answer(self, tenant: str, ended: Ended | None) -> Ended | None:
+        """A cluster: the tenant's first answer since this node started also releases the
+        messages an outage deferred in the database before then (none, almost always)."""
+        if not self._admission.shared or tenant in self._answered_since_start:
+            return ended
+        self._answered_since_start.add(tenant)
+        return ended or Ended(tenant, 0.0, 0, ())
+
+    async def _flush(self, ended: Ended) -> None:
+        """A tenant answers again: every message its outage parked is due now (one node's are
+        scheduled here; a cluster's are made due in the database, for every node)."""
+        try:
+            flushed = await self._admission.release_outage(ended.tenant, ended.flush)
+        except SpoolError as error:
+            flushed = 0
+            log.error(
+                "outage_flush_failed",
+                tenant=ended.tenant,
+                reason=str(error),
+                action="the messages it deferred go at their own retry time",
             )
-            # Credential and permission problems are the administrator's to fix: hold the
-            # message for release, but do not bounce it to the sender.
-            await self._hold(
-                queued, attempt, failure, bound, "", bounce=not config, expired=True, **details
+        if ended.duration or flushed:  # (else a cluster's first answer found nothing)
+            log.warning(
+                "graph_outage_ended",
+                tenant=ended.tenant,
+                duration_s=round(ended.duration, 1),
+                probes=ended.probes,
+                flushed=flushed,
             )
+
+    def _arm(self, tenant: str) -> None:
+        """Set the timer for `tenant`'s next probe (none when it needs none)."""
+        handle = self._probes.pop(tenant, None)
+        if handle is not None:
+            handle.cancel()
+        when = self._outages.next_probe(tenant)
+        if self._stopping or when is None:
             return
-        record = {"at": time.time(), "result": "deferred", "reason": reason, **details}
-        await self._blocking(self._spool_defer, queued.queue_id, record, time.time() + delay)
-        bound.warning(
-            "deferred",
-            reason=reason,
-            retry_in_s=round(delay, 1),
-            next_attempt=time.time() + delay,
-            **details,
-        )
-        if not self._stopping:
-            self._schedule.add(queued.queue_id, delay)
-        self._notify(queued.queue_id, "deferred", details, reason=reason)
+        if not self._admission.shared and not self._outages.waiting(tenant):
+            return  # the next message of the tenant that comes due is the probe
+        delay = max(0.0, when - time.monotonic())
+        loop = asyncio.get_running_loop()
+        self._probes[tenant] = loop.call_later(delay, self._probe, tenant)
 
-    def _retry_delay(self, attempt: int, given: float | None) -> float:
-        """Seconds until the next attempt: `given` (Retry-After) if there is one, else backoff."""
-        if given is not None:
-            return given
-        settings = self._settings
-        return backoff_delay(
-            attempt, initial=settings.retry_initial, maximum=settings.retry_max, rng=self._rng
-        )
+    def _probe(self, tenant: str) -> None:
+        self._probes.pop(tenant, None)
+        if self._admission.shared:
+            self._outages.probed(tenant, time.monotonic())
+            task = asyncio.get_running_loop().create_task(self._probe_shared(tenant))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        now = time.monotonic()
+        while (queue_id := self._outages.take_probe(tenant, now)) is not None:
+            if queue_id in self._jobs:
+                log.info("outage_probe", tenant=tenant, probe=queue_id)
+                self._admission.due(queue_id)
+                return
+            self._outages.forget(queue_id, now)  # it left the queue meanwhile: the next one
 
-    def _past_lifetime(self, queued: QueuedMessage, delay: float) -> bool:
-        """Whether waiting `delay` more seconds would keep it beyond `max_queue_lifetime`."""
-        age = time.time() - queued.envelope.received_at
-        return age + delay > self._settings.max_queue_lifetime
+    async def _probe_shared(self, tenant: str) -> None:
+        """A cluster's probe: one of the tenant's outage deferrals is made due now."""
+        try:
+            found = await self._admission.probe_outage(tenant)
+        except SpoolError as error:
+            log.warning("outage_probe_failed", tenant=tenant, reason=str(error))
+            found = True  # the database is away: try again at the next interval
+        if found:
+            log.info("outage_probe", tenant=tenant)
+        else:  # none left waiting (another node's flush took them): nothing to probe for
+            self._outages.drop(tenant)
+        self._arm(tenant)
 
-    def _spool_defer(self, queue_id: str, record: dict[str, Any], next_attempt: float) -> None:
-        self._spool.record_attempt(queue_id, record)
-        self._spool.release(queue_id, next_attempt)
+    async def _reclaim(self) -> None:
+        """Every `RECLAIM_INTERVAL`: messages whose lease nobody holds (a failure that could
+        not even put them back) are queued again, without a restart."""
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), RECLAIM_INTERVAL)
+            if self._stopping:
+                return
+            try:
+                found = await self._queue.reclaim()
+            except OSError as error:
+                log.error("reclaim_failed", error=error.strerror)
+                continue
+            except SpoolError as error:  # a cluster's database is away: the next round
+                log.warning("reclaim_failed", error=str(error))
+                continue
+            for queue_id in found:
+                log.warning(
+                    "requeued",
+                    queue_id=queue_id,
+                    reason="it was left leased by a failed delivery",
+                )
+                self.submit(queue_id)
 
-    async def _hold(
-        self,
-        queued: QueuedMessage,
-        attempt: int,
-        failure: Failure,
-        bound: Logger,
-        graph_message: str,
-        *,
-        bounce: bool = True,
-        expired: bool = False,
-        **details: Any,
-    ) -> None:
-        reason = {
-            "reason": failure.explanation,
-            "graph_message": graph_message,
-            "attempts": attempt,
-            "expired": expired,
-            **details,
-        }
-        await self._blocking(self._spool.hold, queued.queue_id, reason)
-        bound.error("held", reason=failure.explanation, expired=expired, **details)
-        if bounce:
-            notice = await self._blocking(self._bouncer.bounce, queued, failure)
-            if notice.queue_id:
-                self.submit(notice.queue_id)
-            log.info(
-                "bounce",
-                queue_id=queued.queue_id,
-                sent=bool(notice.queue_id),
-                dsn_queue_id=notice.queue_id or None,
-                reason=notice.reason,
-            )
-        self._notify(queued.queue_id, "held", details, reason=failure.explanation)
-        self.forget(queued.queue_id)
 
-    def _notify(
-        self,
-        queue_id: str,
-        result: str,
-        details: dict[str, Any],
-        *,
-        reason: str = "",
-        mailbox: str = "",
-    ) -> None:
-        status = details.get("status")
-        duration = details.get("duration_ms")
-        event = DeliveryEvent(
-            queue_id,
-            result,
-            status if isinstance(status, int) else None,
-            str(details.get("code", "")),
-            reason,
-            mailbox,
-            self._tenants.pop(queue_id, "")
-            if result != "deferred"
-            else self._tenants.get(queue_id, ""),
-            duration / 1000 if isinstance(duration, int | float) else None,
-        )
-        for observer in self.observers:
-            observer(event)
+def _refused(event: DeliveryEvent | None) -> bool:
+    """The service answered the attempt with an error: nothing was sent (a time-out or a lost
+    connection may have sent it, so those count)."""
+    return event is not None and event.status is not None and event.status >= 400

@@ -13,8 +13,10 @@ import itertools
 import time
 from collections.abc import Callable
 
+from gateway.errors import GatewayError
 
-class ScheduleClosedError(Exception):
+
+class ScheduleClosedError(GatewayError):
     """The schedule was closed: workers stop."""
 
 

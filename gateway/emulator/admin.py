@@ -17,7 +17,8 @@
 - `POST /_emulator/devicecodes/{user_code}/expire`: the next poll gets expired_token;
 - `POST /_emulator/users/{username}/revoke`, optional JSON `{"client_id": "…"}`: revoke the
   user's refresh tokens (of that client only, if given) → `{"username", "client_id",
-  "revoked"}`; redeeming one then fails with invalid_grant AADSTS50173.
+  "revoked"}`; redeeming one then fails with invalid_grant AADSTS50173;
+- `POST /_emulator/oidc/{name}/token`: a service-account token of a test issuer (oidc.py).
 
 Errors are `{"error": "…"}` with status 400, 404 or 409.
 """

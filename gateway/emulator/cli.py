@@ -13,11 +13,15 @@ runs it standalone. It prints where everything is, for example:
       outbox:         /tmp/graph-emulator-x1y2/outbox
       apps:           open (any tenant, client id and credential)
       users:          any username
+      managed identity: IDENTITY_ENDPOINT=https://127.0.0.1:8443/msi/token IDENTITY_HEADER=…
+      oidc issuer:    https://127.0.0.1:8443/oidc/k8s (tokens: POST /_emulator/oidc/k8s/token)
       admin:          https://127.0.0.1:8443/_emulator/outbox
 
 Users who can sign in (device code, authorization code) come from the `users` list of the
 `--apps` YAML and from `--user alice@contoso.com=TENANT` (TENANT `consumers` for a personal
-Microsoft account); with none, any username signs in.
+Microsoft account); with none, any username signs in. The machine's managed identities come
+from its `managed_identities` list; the printed IDENTITY_ENDPOINT and IDENTITY_HEADER point
+msal (and so the gateway) at them.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from gateway.emulator.settings import (
     EmulatorSettings,
     EmulatorUser,
     load_apps,
+    load_managed_identities,
     load_users,
 )
 
@@ -116,8 +121,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="FILE",
         help="YAML list of app registrations (tenant_id, client_id, client_secret or "
-        "certificate_file, roles, public_client), or a mapping with 'apps' and 'users' "
-        "(username, tenant_id) lists; without apps any tenant and credentials are accepted",
+        "certificate_file or federated_credentials, roles, public_client, other_tenants), or a "
+        "mapping with 'apps', 'users' (username, tenant_id) and 'managed_identities' "
+        "(tenant_id, client_id, system_assigned, roles) lists; without apps any tenant and "
+        "credentials are accepted",
     )
     parser.add_argument("--faults", type=Path, metavar="FILE", help="YAML/JSON fault settings")
     parser.add_argument("--latency", type=int, metavar="MS", help="added to every Graph request")
@@ -213,6 +220,7 @@ def settings_from_args(args: argparse.Namespace) -> EmulatorSettings:
         smtp_host=smtp_listen[0] if smtp_listen else None,
         smtp_port=smtp_listen[1] if smtp_listen else None,
         keep_messages=args.keep_messages,
+        managed_identities=load_managed_identities(args.apps) if args.apps else (),
     )
 
 
@@ -252,6 +260,9 @@ async def _serve(settings: EmulatorSettings, out: TextIO) -> int:
             smtp_host, smtp_port = emulator.smtp_address
             shown = f"[{smtp_host}]" if ":" in smtp_host else smtp_host
             smtp = f"  smtp endpoint:  {shown}:{smtp_port} (STARTTLS, AUTH XOAUTH2)\n"
+        identity_environment = " ".join(
+            f"{name}={value}" for name, value in emulator.managed_identity_environment().items()
+        )
         users = (
             f"{len(settings.users)} configured ({', '.join(u.username for u in settings.users)})"
             if settings.users
@@ -266,6 +277,10 @@ async def _serve(settings: EmulatorSettings, out: TextIO) -> int:
             f"  outbox:         {emulator.outbox_dir}\n"
             f"  apps:           {mode}\n"
             f"  users:          {users}\n"
+            f"  managed identity: {identity_environment} "
+            f"({len(settings.managed_identities)} configured)\n"
+            f"  oidc issuer:    {emulator.oidc_issuer()} (tokens: POST "
+            "/_emulator/oidc/k8s/token)\n"
             f"  admin:          {emulator.base_url}/_emulator/outbox",
             file=out,
             flush=True,

@@ -35,17 +35,21 @@ resource (AADSTS28000 otherwise). Errors are Entra's:
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import hmac
-import html
-import json
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
-from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
 
+from gateway.emulator.authorize import (
+    authorize_problem,
+    entra_time,
+    error_page,
+    loopback,
+    malformed_grant,
+    pkce_matches,
+    redirect,
+    with_state,
+)
 from gateway.emulator.login import (
     LoginError,
     LoginRoutes,
@@ -54,97 +58,15 @@ from gateway.emulator.login import (
     missing,
     unknown_tenant,
 )
+from gateway.emulator.scopes import DEVICE_CODE_GRANT, NO_STORE, RESPONSE_MODES, parse_scope
 from gateway.emulator.settings import EmulatorApp, EmulatorUser
 from gateway.emulator.signin import (
     AUTH_CODE_LIFETIME,
     MULTI_TENANT,
     SignInRefused,
-    allowed_in,
-    not_in_tenant,
 )
 from gateway.emulator.state import EmulatorState
-from gateway.emulator.tokens import b64url_encode
-
-DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
-GRAPH = "https://graph.microsoft.com"
-EXCHANGE = "https://outlook.office.com"
-EXCHANGE_ALIASES = frozenset({"https://outlook.office.com", "https://outlook.office365.com"})
-RESERVED_SCOPES = ("openid", "profile", "email", "offline_access")
-# Well-known application ids → resource URIs (scopes may name either).
-RESOURCE_ALIASES = {
-    "00000003-0000-0000-c000-000000000000": GRAPH,
-    "00000002-0000-0ff1-ce00-000000000000": "https://outlook.office365.com",
-}
-GRAPH_DEFAULT_SCOPES = ("Mail.Send", "User.Read")  # what `/.default` stands for (consented)
-EXCHANGE_DEFAULT_SCOPES = ("SMTP.Send",)
-LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1"})
-RESPONSE_MODES = frozenset({"query", "fragment", "form_post"})
-NO_STORE = {"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"}
-
-
-@dataclass(frozen=True)
-class ScopeRequest:
-    """A delegated `scope` parameter: one resource, its permissions, and the OIDC extras."""
-
-    requested: tuple[str, ...]  # as sent (echoed as the response's `scope`)
-    resource: str  # the access token's `aud`
-    permissions: tuple[str, ...]  # short names, for `scp`
-    reserved: frozenset[str]  # openid, profile, email, offline_access (lower case)
-
-    @property
-    def scp(self) -> str:
-        extras = [s for s in RESERVED_SCOPES if s in self.reserved]
-        return " ".join([*self.permissions, *extras])
-
-
-def parse_scope(scope: str | None) -> ScopeRequest:
-    if not scope or not scope.split():
-        raise missing("scope")
-    requested = tuple(dict.fromkeys(scope.split()))
-    reserved = frozenset(s.lower() for s in requested if s.lower() in RESERVED_SCOPES)
-    resources: dict[str, tuple[str, list[str]]] = {}
-    for item in requested:
-        if item.lower() in RESERVED_SCOPES:
-            continue
-        resource, name = _split_scope(item, scope)
-        resources.setdefault(resource.lower(), (resource, []))[1].append(name)
-    if len(resources) > 1:
-        raise LoginError(
-            400,
-            "invalid_scope",
-            28000,
-            "Provided value for the input parameter scope is not valid because it contains more "
-            f"than one resource. Scope {scope} is not valid.",
-        )
-    resource, names = next(iter(resources.values()), (GRAPH, ["User.Read"]))
-    permissions: dict[str, str] = {}
-    for name in names:
-        expanded = _default_scopes(resource) if name.lower() == ".default" else (name,)
-        for permission in expanded:
-            permissions.setdefault(permission.lower(), permission)
-    return ScopeRequest(requested, resource, tuple(permissions.values()), reserved)
-
-
-def _split_scope(item: str, scope: str) -> tuple[str, str]:
-    if "/" not in item:
-        return GRAPH, item  # a bare permission is Graph's
-    resource, _, name = item.rpartition("/")
-    resource = resource.rstrip("/")
-    if not resource or not name:
-        raise LoginError(
-            400,
-            "invalid_scope",
-            70011,
-            f"The provided value for the input parameter 'scope' "
-            f"is not valid. The scope {scope} is not valid.",
-        )
-    return RESOURCE_ALIASES.get(resource.lower(), resource), name
-
-
-def _default_scopes(resource: str) -> tuple[str, ...]:
-    if resource.lower() in EXCHANGE_ALIASES:
-        return EXCHANGE_DEFAULT_SCOPES
-    return GRAPH_DEFAULT_SCOPES
+from gateway.emulator.user_tokens import client_info, user_tokens
 
 
 class DelegatedRoutes:
@@ -240,7 +162,7 @@ class DelegatedRoutes:
                 "Provided grant is invalid or malformed: the device code is unknown, or was "
                 "issued to another client or through another tenant.",
             )
-        self._client(request, client_id)
+        await self._client(request, client_id)
         now = self.state.clock()
         flow.polls += 1
         if flow.status in ("pending", "approved") and now >= flow.expires_at:
@@ -281,7 +203,7 @@ class DelegatedRoutes:
                 "OAuth2 Authorization code was already redeemed, please retry with a new valid "
                 "code or use an existing refresh token.",
             )
-        response = self._tokens(request, client_id, flow.user, flow.scope, auth_time=now)
+        response = user_tokens(self.state, request, client_id, flow.user, flow.scope, auth_time=now)
         flow.status = "redeemed"
         return response
 
@@ -293,7 +215,7 @@ class DelegatedRoutes:
         try:
             client_id, redirect_uri = self._authorize_target(tenant, query)
         except LoginError as exc:  # nowhere safe to redirect to: an error page, as Entra
-            return _error_page(exc)
+            return error_page(exc)
         response_mode = query.get("response_mode", "query")
         if response_mode not in RESPONSE_MODES:
             response_mode = "query"
@@ -305,7 +227,7 @@ class DelegatedRoutes:
                 "fragment or form_post.",
             )
         else:
-            error = _authorize_problem(query)
+            error = authorize_problem(query)
         user: EmulatorUser | None = None
         if error is None:
             try:
@@ -320,7 +242,7 @@ class DelegatedRoutes:
                 "error_description": f"AADSTS{error.code}: {error.text}",
                 "error_uri": f"{self.state.base_url}/error?code={error.code}",
             }
-            return _redirect(redirect_uri, response_mode, _with_state(params, state))
+            return redirect(redirect_uri, response_mode, with_state(params, state))
         now = self.state.clock()
         code = self.state.signin.new_code(
             client_id=client_id,
@@ -336,12 +258,12 @@ class DelegatedRoutes:
         )
         params = {"code": code.code}
         if query.get("client_info") == "1":
-            params["client_info"] = _client_info(user)
+            params["client_info"] = client_info(user)
         params["session_state"] = str(uuid.uuid4())
         self.state.log.info(
             "emulator.authorized", tenant=tenant, client_id=client_id, user=user.username
         )
-        return _redirect(redirect_uri, response_mode, _with_state(params, state))
+        return redirect(redirect_uri, response_mode, with_state(params, state))
 
     def _authorize_target(self, tenant: str, query: Mapping[str, str]) -> tuple[str, str]:
         """(client_id, redirect_uri) of an authorization request, or the LoginError to show."""
@@ -353,7 +275,7 @@ class DelegatedRoutes:
         redirect_uri = query.get("redirect_uri")
         if not redirect_uri:
             raise missing("redirect_uri")
-        if not _loopback(redirect_uri):
+        if not loopback(redirect_uri):
             raise LoginError(
                 400,
                 "invalid_request",
@@ -373,10 +295,10 @@ class DelegatedRoutes:
         code_text = form.get("code")
         if not code_text:
             raise missing("code")
-        self._client(request, client_id)
+        await self._client(request, client_id)
         code = self.state.signin.codes.get(code_text)
         if code is None:
-            raise _malformed_grant()
+            raise malformed_grant()
         if code.redeemed:
             raise LoginError(
                 400,
@@ -414,7 +336,7 @@ class DelegatedRoutes:
         verifier = form.get("code_verifier")
         if not verifier:
             raise missing("code_verifier")
-        if not _pkce_matches(verifier, code.code_challenge, code.code_challenge_method):
+        if not pkce_matches(verifier, code.code_challenge, code.code_challenge_method):
             raise LoginError(
                 400,
                 "invalid_grant",
@@ -422,7 +344,8 @@ class DelegatedRoutes:
                 "The Code_Verifier does not match the code_challenge supplied in the "
                 "authorization request.",
             )
-        response = self._tokens(
+        response = user_tokens(
+            self.state,
             request,
             client_id,
             code.user,
@@ -443,10 +366,10 @@ class DelegatedRoutes:
         token = form.get("refresh_token")
         if not token:
             raise missing("refresh_token")
-        self._client(request, client_id)
+        await self._client(request, client_id)
         grant = self.state.signin.refresh_tokens.get(token)
         if grant is None:
-            raise _malformed_grant()
+            raise malformed_grant()
         if grant.client_id.lower() != client_id.lower():
             raise LoginError(
                 400,
@@ -463,9 +386,9 @@ class DelegatedRoutes:
                 50173,
                 "The provided grant has expired due to it being revoked, a fresh auth token is "
                 "needed. The user might have changed or reset their password. The grant was "
-                f"issued on '{_entra_time(grant.issued_at)}' and the TokensValidFrom date "
+                f"issued on '{entra_time(grant.issued_at)}' and the TokensValidFrom date "
                 "(before which tokens are not valid) for this user is "
-                f"'{_entra_time(grant.revoked_at)}'.",
+                f"'{entra_time(grant.revoked_at)}'.",
             )
         lifetime = self.state.settings.refresh_token_lifetime
         if now >= grant.issued_at + lifetime:
@@ -474,7 +397,7 @@ class DelegatedRoutes:
                 "invalid_grant",
                 700082,
                 "The refresh token has expired due to inactivity. The token was issued on "
-                f"{_entra_time(grant.issued_at)} and was inactive for "
+                f"{entra_time(grant.issued_at)} and was inactive for "
                 f"{dt.timedelta(seconds=lifetime)}.",
             )
         if grant.redeemed and self.state.settings.single_use_refresh_tokens:
@@ -488,8 +411,14 @@ class DelegatedRoutes:
         scope = form.get("scope")
         if not scope:
             raise missing("scope")
-        response = self._tokens(
-            request, client_id, grant.user, scope, auth_time=grant.auth_time, refresh=True
+        response = user_tokens(
+            self.state,
+            request,
+            client_id,
+            grant.user,
+            scope,
+            auth_time=grant.auth_time,
+            refresh=True,
         )
         grant.redeemed = True
         return response
@@ -508,13 +437,13 @@ class DelegatedRoutes:
             raise app_not_found(client_id, tenant)
         return app
 
-    def _client(self, request: TokenRequest, client_id: str) -> EmulatorApp | None:
+    async def _client(self, request: TokenRequest, client_id: str) -> EmulatorApp | None:
         """The app redeeming a delegated grant: a public client, or one proving its credential."""
         form = request.form
         has_credential = "client_secret" in form or "client_assertion" in form
         app = self._sign_in_app(request.tenant, client_id)
         if has_credential:
-            self.login.authenticate_client(request, client_id, app=app)
+            await self.login.authenticate_client(request, client_id, app=app)
         elif app is not None and not app.is_public_client:
             raise LoginError(
                 401,
@@ -524,188 +453,3 @@ class DelegatedRoutes:
                 "'client_secret'.",
             )
         return app
-
-    def _tokens(
-        self,
-        request: TokenRequest,
-        client_id: str,
-        user: EmulatorUser,
-        scope: str,
-        *,
-        auth_time: float,
-        nonce: str | None = None,
-        refresh: bool = False,
-    ) -> web.Response:
-        scopes = parse_scope(scope)
-        if not allowed_in(user, request.tenant):
-            raise LoginError(400, "invalid_grant", 50020, not_in_tenant(user, request.tenant))
-        now = int(self.state.clock())
-        lifetime = self.state.settings.token_lifetime
-        issuer = f"{request.base}/{user.tenant_id}/v2.0"
-        subject = b64url_encode(hashlib.sha256(f"{user.oid}/{client_id}".encode()).digest())
-        claims: dict[str, object] = {
-            "aud": scopes.resource,
-            "iss": issuer,
-            "iat": now,
-            "nbf": now,
-            "exp": now + lifetime,
-            "tid": user.tenant_id,
-            "appid": client_id,
-            "azp": client_id,
-            "app_displayname": f"emulated app {client_id}",
-            "oid": user.oid,
-            "sub": subject,
-            "preferred_username": user.username,
-            "name": user.name,
-            "scp": scopes.scp,
-            "idtyp": "user",
-            "amr": ["pwd"],
-            "uti": uuid.uuid4().hex,
-            "ver": "1.0",
-        }
-        if not user.is_msa:
-            claims["upn"] = claims["unique_name"] = user.username
-        body: dict[str, object] = {
-            "token_type": "Bearer",
-            "scope": " ".join(scopes.requested),
-            "expires_in": lifetime,
-            "ext_expires_in": lifetime,
-            "access_token": self.state.issuer.issue(claims),
-        }
-        if "openid" in scopes.reserved:
-            id_claims: dict[str, object] = {
-                "aud": client_id,
-                "iss": issuer,
-                "iat": now,
-                "nbf": now,
-                "exp": now + lifetime,
-                "auth_time": int(auth_time),
-                "sub": subject,
-                "oid": user.oid,
-                "tid": user.tenant_id,
-                "preferred_username": user.username,
-                "name": user.name,
-                "ver": "2.0",
-            }
-            if nonce is not None:
-                id_claims["nonce"] = nonce
-            body["id_token"] = self.state.issuer.issue(id_claims)
-        if request.form.get("client_info") == "1":
-            body["client_info"] = _client_info(user)
-        if refresh or "offline_access" in scopes.reserved:
-            body["refresh_token"] = self.state.signin.new_refresh_token(
-                client_id, user, now=self.state.clock(), auth_time=auth_time
-            )
-        self.state.log.info(
-            "emulator.signed_in",
-            user=user.username,
-            client_id=client_id,
-            audience=scopes.resource,
-            scp=scopes.scp,
-        )
-        return web.json_response(body, headers=NO_STORE)
-
-
-def _authorize_problem(query: Mapping[str, str]) -> LoginError | None:
-    """What is wrong with an authorization request's response type, scope or PKCE, if anything."""
-    if query.get("response_type") != "code":
-        return LoginError(
-            400,
-            "unsupported_response_type",
-            700054,
-            f"response_type '{query.get('response_type', '')}' is not enabled for the "
-            "application: the emulator implements response_type=code.",
-        )
-    try:
-        parse_scope(query.get("scope", ""))
-    except LoginError as exc:
-        return exc
-    if not query.get("code_challenge"):
-        return LoginError(
-            400,
-            "invalid_request",
-            9002325,
-            "Proof Key for Code Exchange is required: the request must contain 'code_challenge'.",
-        )
-    method = query.get("code_challenge_method", "plain")
-    if method not in ("S256", "plain"):
-        return LoginError(
-            400,
-            "invalid_request",
-            90023,
-            f"Invalid code_challenge_method '{method}': use S256 or plain.",
-        )
-    return None
-
-
-def _loopback(uri: str) -> bool:
-    try:
-        parts = urlsplit(uri)
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError:
-        return False
-    return (
-        parts.scheme == "http"
-        and (parts.hostname or "") in LOOPBACK_HOSTS
-        and not parts.fragment
-        and not parts.username
-        and not parts.password
-    )
-
-
-def _pkce_matches(verifier: str, challenge: str, method: str) -> bool:
-    if method == "S256":
-        expected = b64url_encode(hashlib.sha256(verifier.encode("ascii", "replace")).digest())
-    else:
-        expected = verifier
-    return hmac.compare_digest(expected.encode(), challenge.encode())
-
-
-def _client_info(user: EmulatorUser) -> str:
-    """What msal turns into the account's home_account_id (`uid.utid`)."""
-    data = json.dumps({"uid": user.oid, "utid": user.tenant_id}, separators=(",", ":"))
-    return b64url_encode(data.encode())
-
-
-def _with_state(params: dict[str, str], state: str | None) -> dict[str, str]:
-    return {**params, "state": state} if state is not None else params
-
-
-def _redirect(redirect_uri: str, response_mode: str, params: Mapping[str, str]) -> web.Response:
-    if response_mode == "form_post":
-        fields = "".join(
-            f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}"/>'
-            for k, v in params.items()
-        )
-        page = (
-            '<html><head><title>Working...</title></head><body onload="document.forms[0]'
-            f'.submit()"><form method="POST" action="{html.escape(redirect_uri)}">{fields}'
-            '<noscript><input type="submit" value="Continue"/></noscript></form></body></html>'
-        )
-        return web.Response(text=page, content_type="text/html", headers=NO_STORE)
-    if response_mode == "fragment":
-        location = f"{redirect_uri}#{urlencode(params)}"
-    else:
-        location = f"{redirect_uri}{'&' if '?' in redirect_uri else '?'}{urlencode(params)}"
-    return web.Response(status=302, headers={"Location": location, **NO_STORE})
-
-
-def _error_page(exc: LoginError) -> web.Response:
-    text = html.escape(f"AADSTS{exc.code}: {exc.text}")
-    return web.Response(
-        status=exc.status,
-        text=f"<html><body><h1>Sign in</h1><p>{exc.error}</p><p>{text}</p></body></html>",
-        content_type="text/html",
-        headers=NO_STORE,
-    )
-
-
-def _malformed_grant() -> LoginError:
-    return LoginError(
-        400, "invalid_grant", 9002313, "Invalid request. Request is malformed or invalid."
-    )
-
-
-def _entra_time(moment: float) -> str:
-    """Entra's timestamp style in error texts: 2024-05-01T10:00:00.0000000Z."""
-    return dt.datetime.fromtimestamp(moment, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"

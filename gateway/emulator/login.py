@@ -5,9 +5,11 @@ authority=f"{login_endpoint}/{tenant}", instance_discovery=False, http_client=�
 `PublicClientApplication(client_id, authority=…, instance_discovery=False, …)` for delegated
 sign-in. Discovery and token errors carry the HTTP status, OAuth error and AADSTS code Entra
 answers with, so the gateway's explanations ("the client secret is wrong", "the app is not in
-that tenant") can be tested. Grants are looked up in `LoginRoutes.grants`: client_credentials is
-here; the device-code, authorization-code and refresh-token grants (and the devicecode and
-authorize endpoints) are in delegated.py, which adds itself to the table.
+that tenant") can be tested. A client assertion is a certificate's (its `iss` is the client
+id: assertions.py) or a federated one (a Kubernetes or managed identity token: federation.py).
+Grants are looked up in `LoginRoutes.grants`: client_credentials is here; the device-code,
+authorization-code and refresh-token grants (and the devicecode and authorize endpoints) are in
+delegated.py, which adds itself to the table.
 """
 
 from __future__ import annotations
@@ -22,11 +24,14 @@ from urllib.parse import unquote_plus
 from aiohttp import web
 
 from gateway.emulator.assertions import JWT_BEARER, AssertionRejected, verify_client_assertion
+from gateway.emulator.federation import verify_federated_assertion
 from gateway.emulator.pki import load_certificates
 from gateway.emulator.responses import entra_error
 from gateway.emulator.settings import MSA_TENANT_ID, OPEN_MODE_ROLES, EmulatorApp
 from gateway.emulator.signin import MULTI_TENANT
 from gateway.emulator.state import EmulatorState
+from gateway.emulator.stats import FederatedUse
+from gateway.emulator.tokens import unverified_claims
 
 _RESERVED_SCOPES = frozenset({"openid", "profile", "offline_access"})
 
@@ -159,9 +164,14 @@ class LoginRoutes:
             raise missing("client_id")
         if not self.tenant_known(request.tenant):  # /common etc. of a registered directory
             raise unknown_tenant(request.tenant, discovery=False)
-        app = self.authenticate_client(request, client_id)
+        app = await self.authenticate_client(request, client_id)
         resource = _resource_from_scope(request.form.get("scope"))
-        tenant_id = app.tenant_id if app else request.tenant
+        tenant_id = request.tenant
+        if app is not None:  # the directory's own spelling of its ID
+            tenant_id = next(
+                (t for t in (app.tenant_id, *app.other_tenants) if t.lower() == tenant_id.lower()),
+                app.tenant_id,
+            )
         roles = app.roles if app else OPEN_MODE_ROLES
         now = int(self.state.clock())
         lifetime = self.state.settings.token_lifetime
@@ -194,7 +204,7 @@ class LoginRoutes:
             headers={"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"},
         )
 
-    def authenticate_client(
+    async def authenticate_client(
         self, request: TokenRequest, client_id: str, *, app: EmulatorApp | None = None
     ) -> EmulatorApp | None:
         """The registered app proven by the request's credential; None in open mode.
@@ -226,7 +236,9 @@ class LoginRoutes:
         app = app or self.find_app(request.tenant, client_id)
         if app is None:
             raise app_not_found(client_id, request.tenant)
-        if assertion is not None:
+        if assertion is not None and _federated(assertion, app.client_id):
+            await self._check_federated(app, assertion, request)
+        elif assertion is not None:
             self._check_assertion(app, assertion, request)
         else:
             self._check_secret(app, secret or "")
@@ -272,21 +284,46 @@ class LoginRoutes:
         except AssertionRejected as exc:
             raise LoginError(exc.status, exc.error, exc.code, exc.text) from None
 
+    async def _check_federated(
+        self, app: EmulatorApp, assertion: str, request: TokenRequest
+    ) -> None:
+        try:
+            claims = await verify_federated_assertion(
+                assertion,
+                client_id=app.client_id,
+                credentials=app.federated_credentials,
+                base_urls={request.base, self.state.base_url},
+                keys=self.state.issuer_keys,
+                now=self.state.clock(),
+            )
+        except AssertionRejected as exc:
+            raise LoginError(exc.status, exc.error, exc.code, exc.text) from None
+        self.state.stats.federated_assertions.append(
+            FederatedUse(
+                app.client_id,
+                str(claims.get("iss", "")),
+                str(claims.get("sub", "")),
+                str(claims.get("jti") or claims.get("uti") or ""),
+            )
+        )
+
     def tenant_known(self, tenant: str) -> bool:
-        """A tenant an app or a configured user is in (every tenant in open mode)."""
-        if self.state.settings.open_mode:
+        """A tenant an app, a managed identity or a configured user is in (every tenant in
+        open mode)."""
+        settings = self.state.settings
+        if settings.open_mode:
             return True
         lowered = tenant.lower()
-        return any(
-            app.tenant_id.lower() == lowered for app in self.state.settings.apps
-        ) or self.state.signin.tenant_has_users(tenant)
+        return (
+            any(app.serves(tenant) for app in settings.apps)
+            or any(mi.tenant_id.lower() == lowered for mi in settings.managed_identities)
+            or self.state.signin.tenant_has_users(tenant)
+        )
 
     def find_app(self, tenant: str, client_id: str) -> EmulatorApp | None:
+        """The app with this client id that has a service principal in `tenant`."""
         for app in self.state.settings.apps:
-            if (
-                app.tenant_id.lower() == tenant.lower()
-                and app.client_id.lower() == client_id.lower()
-            ):
+            if app.serves(tenant) and app.client_id.lower() == client_id.lower():
                 return app
         return None
 
@@ -324,6 +361,13 @@ def unknown_tenant(tenant: str, *, discovery: bool) -> LoginError:
         "signing into the correct cloud. Check with your subscription administrator, this may "
         "happen if there are no active subscriptions for the tenant.",
     )
+
+
+def _federated(assertion: str, client_id: str) -> bool:
+    """A federated credential's token: issued by someone else than the client itself (a
+    certificate assertion has `iss` = `sub` = the client id)."""
+    claims = unverified_claims(assertion)
+    return claims is not None and claims.get("iss") != client_id
 
 
 def _basic_credentials(request: web.Request, form: Mapping[str, str]) -> dict[str, str]:

@@ -118,14 +118,33 @@ class Outbox:
     def __init__(self, directory: Path, keep: int | None = None) -> None:
         self.directory = directory
         self._messages: collections.deque[DeliveredMessage] = collections.deque(maxlen=keep)
-        self._seq = 0
+        self._seq = 0  # numbers handed out (a delivery gets its number before it is written)
+        self._done = 0  # deliveries written and kept: what waiters count
+        self._arrived = asyncio.Event()  # set at every delivery (waiters clear it)
 
     async def deliver(self, message: DeliveredMessage) -> DeliveredMessage:
         self._seq += 1
         numbered = replace(message, seq=self._seq)
         await asyncio.to_thread(self._write, numbered)
         self._messages.append(numbered)
+        self._done += 1
+        self._arrived.set()
         return numbered
+
+    @property
+    def count(self) -> int:
+        """Messages delivered since the start (or the last `clear`), kept or not."""
+        return self._done
+
+    async def wait_for(self, count: int, timeout: float) -> list[DeliveredMessage]:
+        """Wait (on the deliveries themselves, not a timer) until `count` messages have been
+        delivered in all (written and kept, not merely numbered: deliveries run concurrently);
+        the kept messages. TimeoutError after `timeout` seconds."""
+        async with asyncio.timeout(timeout):
+            while self._done < count:
+                self._arrived.clear()
+                await self._arrived.wait()
+        return self.messages()
 
     def _write(self, message: DeliveredMessage) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -149,3 +168,4 @@ class Outbox:
                 if _WRITTEN.fullmatch(path.name):
                     path.unlink(missing_ok=True)
         self._messages.clear()
+        self._seq = self._done = 0

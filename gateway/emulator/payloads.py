@@ -157,7 +157,7 @@ def check_message_rules(message: Mapping[str, Any]) -> None:
 
 
 RECIPIENT_FIELDS = (("to", "toRecipients"), ("cc", "ccRecipients"), ("bcc", "bccRecipients"))
-NO_RECIPIENTS = "At least one recipient is not valid., A message can't be sent because it contains no recipients."  # noqa: E501
+NO_RECIPIENTS = "At least one recipient is not valid., A message can't be sent because it contains no recipients."  # noqa: E501 - Graph's message, quoted exactly
 _ADDRESS = re.compile(
     r"^[^\s@<>()\[\]\\,;:\"]+@(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z0-9-]{2,}$"
 )

@@ -8,7 +8,10 @@
 With `smtp_port` set it also runs an SMTP submission listener like smtp.office365.com:587
 (smtp.py; `emu.smtp_address` is its (host, port)). Delegated sign-in is steered with
 `approve_device_code`, `decline_device_code`, `expire_device_code`, `device_codes` and ended
-with `revoke_sign_ins` (the same as the `/_emulator/` admin endpoints).
+with `revoke_sign_ins` (the same as the `/_emulator/` admin endpoints). For credentials without
+a secret: `managed_identity_environment()` (the variables that point msal at the managed
+identity endpoint here), `oidc_issuer(name)` and `mint_service_account_token(...)` (a test
+Kubernetes issuer and its tokens, for apps' federated credentials).
 
 `start()` makes a fresh CA and server certificate, writes the CA PEM to `state_dir/ca.pem` (and
 to `ca_out`), binds (port 0 picks a free port) and serves until `stop()`.
@@ -28,7 +31,10 @@ from gateway.emulator.admin import AdminRoutes
 from gateway.emulator.delegated import DelegatedRoutes
 from gateway.emulator.faults import Faults
 from gateway.emulator.graph import GraphRoutes, graph_middleware
+from gateway.emulator.identities import TOKEN_EXCHANGE
 from gateway.emulator.login import LoginRoutes
+from gateway.emulator.managed import APP_SERVICE_PATH, ManagedIdentityRoutes
+from gateway.emulator.oidc import OidcRoutes
 from gateway.emulator.outbox import DeliveredMessage
 from gateway.emulator.pki import generate_pki, server_ssl_context, subject_names
 from gateway.emulator.settings import EmulatorSettings
@@ -65,6 +71,7 @@ class Emulator:
             settings.ca_out.parent.mkdir(parents=True, exist_ok=True)
             settings.ca_out.write_bytes(pki.ca_cert_pem)
         ssl_context = server_ssl_context(pki, settings.state_dir)
+        self.state.ca_pem = pki.ca_cert_pem
 
         app = web.Application(middlewares=[graph_middleware(self.state)])
         login = LoginRoutes(self.state)
@@ -74,6 +81,8 @@ class Emulator:
             GraphRoutes(self.state),
             UploadRoutes(self.state),
             AdminRoutes(self.state),
+            ManagedIdentityRoutes(self.state),
+            OidcRoutes(self.state),
         ):
             routes.register(app.router)
         runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT)
@@ -117,6 +126,7 @@ class Emulator:
         if runner is not None:
             await runner.cleanup()
             self.state.log.info("emulator.stopped", base_url=self.base_url)
+        await self.state.close()
 
     async def __aenter__(self) -> Emulator:
         await self.start()
@@ -168,6 +178,11 @@ class Emulator:
     def delivered(self) -> list[DeliveredMessage]:
         return self.state.outbox.messages()
 
+    async def wait_delivered(self, count: int, timeout: float = 30.0) -> list[DeliveredMessage]:
+        """Wait until `count` messages have been delivered in all (TimeoutError after
+        `timeout` seconds); the delivered messages."""
+        return await self.state.outbox.wait_for(count, timeout)
+
     @property
     def stats(self) -> EmulatorStats:
         return self.state.stats
@@ -181,6 +196,52 @@ class Emulator:
 
     def reset(self) -> None:
         self.state.reset()
+
+    # -- credentials without a secret ------------------------------------------------------
+
+    @property
+    def identity_header(self) -> str:
+        """What the App Service managed identity endpoint wants in X-IDENTITY-HEADER."""
+        return self.settings.identity_header
+
+    def managed_identity_environment(self, kind: str = "app-service") -> dict[str, str]:
+        """The environment that points msal's managed identity support here: `app-service`
+        (IDENTITY_ENDPOINT + IDENTITY_HEADER) or `imds` (AZURE_POD_IDENTITY_AUTHORITY_HOST,
+        the Azure VM protocol). Variables of the other kind must be unset: msal prefers
+        App Service when both are there."""
+        if kind == "app-service":
+            return {
+                "IDENTITY_ENDPOINT": f"{self.base_url}{APP_SERVICE_PATH}",
+                "IDENTITY_HEADER": self.identity_header,
+            }
+        if kind == "imds":
+            return {"AZURE_POD_IDENTITY_AUTHORITY_HOST": self.base_url}
+        raise ValueError(f"unknown managed identity endpoint kind {kind!r}: app-service or imds")
+
+    def oidc_issuer(self, name: str = "k8s") -> str:
+        """The URL of a test OIDC issuer (a Kubernetes cluster's service-account issuer)."""
+        return self.state.oidc.url(self.base_url, name)
+
+    def mint_service_account_token(
+        self,
+        subject: str,
+        *,
+        issuer: str = "k8s",
+        audience: str = TOKEN_EXCHANGE,
+        lifetime: int = 3600,
+        iss: str | None = None,
+    ) -> str:
+        """A token of test issuer `issuer`, like a projected service-account token (`iss`
+        overrides the issuer claim: a token whose signature then does not verify)."""
+        return self.state.oidc.mint(
+            self.base_url,
+            issuer,
+            subject=subject,
+            audience=audience,
+            lifetime=lifetime,
+            now=self.state.clock(),
+            iss=iss,
+        )
 
     # -- delegated sign-in -----------------------------------------------------------------
 

@@ -1,19 +1,24 @@
 """What an emulator run is configured with: address, state directory, apps, users, limits.
 
-`EmulatorApp` is one Entra app registration (tenant, client id, a secret and/or a certificate,
-the application roles an admin consented to; an app with neither secret nor certificate is a
-public client, which delegated sign-in accepts without a credential). With no apps the emulator
+`EmulatorApp` is one Entra app registration (tenant, client id, a secret and/or a certificate
+and/or federated credentials, the application roles an admin consented to, and the other
+tenants a multitenant app is provisioned in; an app with no credential at all is a public
+client, which delegated sign-in accepts without a credential). With no apps the emulator
 runs in "open mode": any tenant, client id and credential gets a token with Mail.Send and
 Mail.ReadWrite, which is what a demo or a quick dry run wants.
 
 `EmulatorUser` is a user who can sign in (device code or authorization code): a work account in
 a tenant, or a personal Microsoft account (tenant `consumers`, stored as the fixed MSA tenant id
-`MSA_TENANT_ID`). With no users, any username signs in. `load_apps` and `load_users` read the
-YAML file behind `--apps` (a list of apps, or a mapping with `apps` and `users` lists).
+`MSA_TENANT_ID`), with the app roles and groups its ID tokens carry (`roles`, `groups`: what
+the gateway's console maps to its own roles). With no users, any username signs in. The
+machine's managed identities (identities.py) are `managed_identities`. `load_apps`, `load_users` and
+`load_managed_identities` read the YAML file behind `--apps` (a list of apps, or a mapping with
+`apps`, `users` and `managed_identities` lists).
 """
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,6 +28,13 @@ from typing import Any
 import yaml
 
 from gateway.emulator.faults import Faults
+from gateway.emulator.identities import (
+    EmulatorManagedIdentity,
+    FederatedCredential,
+    check_identities,
+    federated_from_data,
+    managed_identities_from_data,
+)
 from gateway.emulator.pki import load_certificates
 
 OPEN_MODE_ROLES: tuple[str, ...] = ("Mail.Send", "Mail.ReadWrite")
@@ -43,8 +55,11 @@ class EmulatorApp:
     roles: tuple[str, ...] = ("Mail.Send",)  # add "SMTP.SendAsApp" for app-only SMTP AUTH
     secret_expired: bool = False
     # "Allow public client flows": delegated grants without a credential. None: yes exactly
-    # when the app has neither a secret nor a certificate.
+    # when the app has no credential (secret, certificate or federated credential).
     public_client: bool | None = None
+    federated_credentials: tuple[FederatedCredential, ...] = ()
+    # A multitenant app provisioned (and consented) in these tenants too: it gets tokens there.
+    other_tenants: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.certificate_pem is not None:
@@ -59,7 +74,16 @@ class EmulatorApp:
     def is_public_client(self) -> bool:
         if self.public_client is not None:
             return self.public_client
-        return self.client_secret is None and self.certificate_pem is None
+        return (
+            self.client_secret is None
+            and self.certificate_pem is None
+            and not self.federated_credentials
+        )
+
+    def serves(self, tenant: str) -> bool:
+        """Whether the app has a service principal in `tenant` (its own, or one it was added to)."""
+        lowered = tenant.lower()
+        return any(t.lower() == lowered for t in (self.tenant_id, *self.other_tenants))
 
 
 @dataclass(frozen=True)
@@ -70,6 +94,10 @@ class EmulatorUser:
     tenant_id: str  # "consumers" (or MSA_TENANT_ID) for a personal Microsoft account
     display_name: str | None = None
     object_id: str | None = None  # default: derived from the username
+    # App roles assigned to the user and groups it is in: the `roles` and `groups` claims of
+    # its ID tokens (what the gateway's console maps to viewer and operator).
+    roles: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         username = self.username.strip().lower()
@@ -140,11 +168,22 @@ class EmulatorSettings:
     device_code_pending_polls: int | None = 1
     smtp_host: str | None = None  # None: the same host as the HTTPS listener
     smtp_port: int | None = None  # None: no SMTP listener; 0: any free port (Emulator.smtp_address)
+    # Read DATA as lenient servers do, a bare CR ending a line too (the servers SMTP smuggling
+    # works against), so a test can show that a client's dot-stuffing protects them as well.
+    smtp_bare_cr_ends_lines: bool = False
+    # Non-empty: the SMTP listener stands in for High Volume Email (smtp-hve.office365.com):
+    # only these accounts may send (anyone else: 550 at MAIL FROM), and only to the
+    # organisation (the domains of these accounts and of `users`; others: 550 at RCPT TO).
+    smtp_hve_accounts: tuple[str, ...] = ()
     max_request_size: int = 4 * MIB  # Graph's request-body limit
     max_message_size: int = 150 * MIB  # Exchange Online's highest configurable MaxSendSize
     min_upload_session_size: int = 3_000_000  # "3 MB"; smaller attachments must be POSTed
     max_upload_chunk: int = 4 * MIB  # each upload PUT must be smaller than this
     keep_messages: int | None = None  # delivered messages kept in memory (None: all)
+    # The machine's managed identities, served at /metadata/identity/oauth2/token (IMDS) and
+    # /msi/token (App Service, which wants `identity_header` in X-IDENTITY-HEADER).
+    managed_identities: tuple[EmulatorManagedIdentity, ...] = ()
+    identity_header: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
 
     def __post_init__(self) -> None:
         problems = [
@@ -167,6 +206,7 @@ class EmulatorSettings:
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             problems.append(f"users listed twice: {', '.join(duplicates)}")
+        problems += check_identities(self.managed_identities)
         if problems:
             raise ValueError("invalid emulator settings: " + "; ".join(problems))
 
@@ -185,7 +225,9 @@ def load_apps(path: Path) -> tuple[EmulatorApp, ...]:
 
     Each entry: `tenant_id`, `client_id`, optional `client_secret` or `client_secret_file`,
     `certificate_file` (PEM, relative paths resolve against the YAML file), `roles` (list),
-    `secret_expired` (bool), `public_client` (bool; default: no secret and no certificate).
+    `secret_expired` (bool), `public_client` (bool; default: no credential at all),
+    `federated_credentials` (list of `issuer`, `subject`, `audiences`, `name`) and
+    `other_tenants` (tenant IDs a multitenant app is provisioned in).
     """
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     return apps_from_data(data, base_dir=path.parent)
@@ -199,6 +241,15 @@ def load_users(path: Path) -> tuple[EmulatorUser, ...]:
     """
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     return users_from_data(data.get("users") if isinstance(data, Mapping) else None)
+
+
+def load_managed_identities(path: Path) -> tuple[EmulatorManagedIdentity, ...]:
+    """Read the `managed_identities` list of the YAML behind `--apps` (each: `tenant_id`,
+    `client_id`, optional `object_id`, `system_assigned`, `roles`)."""
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return managed_identities_from_data(
+        data.get("managed_identities") if isinstance(data, Mapping) else None
+    )
 
 
 def users_from_data(data: Any) -> tuple[EmulatorUser, ...]:
@@ -222,7 +273,7 @@ def users_from_data(data: Any) -> tuple[EmulatorUser, ...]:
     return tuple(users)
 
 
-_USER_KEYS = frozenset({"username", "tenant_id", "display_name", "object_id"})
+_USER_KEYS = frozenset({"username", "tenant_id", "display_name", "object_id", "roles", "groups"})
 
 
 def _user_from_entry(entry: Mapping[str, Any]) -> EmulatorUser:
@@ -236,7 +287,15 @@ def _user_from_entry(entry: Mapping[str, Any]) -> EmulatorUser:
     for key, value in (("display_name", display_name), ("object_id", object_id)):
         if value is not None and not isinstance(value, str):
             raise TypeError(f"{key} must be a string")
-    return EmulatorUser(username, tenant_id, display_name, object_id)
+    lists: dict[str, tuple[str, ...]] = {}
+    for key in ("roles", "groups"):
+        value = entry.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise TypeError(f"{key} must be a list of strings")
+        lists[key] = tuple(value)
+    return EmulatorUser(
+        username, tenant_id, display_name, object_id, lists["roles"], lists["groups"]
+    )
 
 
 def apps_from_data(data: Any, *, base_dir: Path) -> tuple[EmulatorApp, ...]:
@@ -270,6 +329,8 @@ _APP_KEYS = frozenset(
         "roles",
         "secret_expired",
         "public_client",
+        "federated_credentials",
+        "other_tenants",
     }
 )
 
@@ -298,6 +359,9 @@ def _app_from_entry(entry: Mapping[str, Any], base_dir: Path) -> EmulatorApp:
     public_client = entry.get("public_client")
     if public_client is not None and not isinstance(public_client, bool):
         raise TypeError("public_client must be true or false")
+    others = entry.get("other_tenants", [])
+    if not isinstance(others, list) or not all(isinstance(t, str) for t in others):
+        raise TypeError("other_tenants must be a list of tenant IDs")
     return EmulatorApp(
         tenant_id=tenant_id,
         client_id=client_id,
@@ -306,4 +370,6 @@ def _app_from_entry(entry: Mapping[str, Any], base_dir: Path) -> EmulatorApp:
         roles=tuple(roles),
         secret_expired=expired,
         public_client=public_client,
+        federated_credentials=federated_from_data(entry.get("federated_credentials")),
+        other_tenants=tuple(others),
     )

@@ -17,6 +17,15 @@ trusts both with the same CA file. The conversation imitates Exchange Online's:
                                   this sender
     accepted                      250 2.0.0 OK <id> [Hostname=…]
 
+With `EmulatorSettings.smtp_hve_accounts` it is a High Volume Email endpoint (HVE accounts send
+to internal recipients only); the texts are this emulator's, the rules Microsoft's:
+
+    MAIL FROM by an account that is not an HVE account
+                                  550 5.7.1 Not a High Volume Email account
+    RCPT TO outside the organisation's domains
+                                  550 5.7.1 External recipients are not allowed for High Volume
+                                  Email accounts
+
 Office 365 answers a failed XOAUTH2 with `535 5.7.3` straight away (no `334` + base64 JSON
 error challenge: that is Gmail's style), and so does this listener. The SASL XOAUTH2 response is
 `base64("user=" + user + "\\x01auth=Bearer " + token + "\\x01\\x01")`. The token must be one this
@@ -47,29 +56,16 @@ from dataclasses import dataclass, field
 from email.utils import format_datetime
 from typing import Any
 
-from gateway.emulator.auth import claims_user
-from gateway.emulator.mailstore import new_item_id
-from gateway.emulator.messages import (
-    DeliveredAttachment,
-    mime_attachments,
-    mime_recipients,
-    mime_subject,
-    parse_mime,
+from gateway.emulator.smtp_auth import (
+    SmtpAuthRejected,
+    SmtpPrincipal,
+    parse_xoauth2,
+    verify_xoauth2,
 )
-from gateway.emulator.outbox import DeliveredMessage, Envelope
+from gateway.emulator.smtp_delivery import deliver_smtp
 from gateway.emulator.state import EmulatorState
-from gateway.emulator.tokens import TokenInvalid
 
 SERVER_NAME = "smtp.emulator.invalid"
-EXCHANGE_AUDIENCES = frozenset(
-    {
-        "https://outlook.office.com",
-        "https://outlook.office365.com",
-        "00000002-0000-0ff1-ce00-000000000000",
-    }
-)
-SMTP_SEND = "smtp.send"
-SEND_AS_APP = "SMTP.SendAsApp"
 MAX_RECIPIENTS = 500  # Exchange Online's default per message
 COMMAND_LIMIT = 4096  # bytes in a command line
 STREAM_LIMIT = 1024 * 1024  # longest line read at all (DATA lines included)
@@ -79,73 +75,18 @@ CLOSE_TIMEOUT = 2.0  # seconds for a TLS close before the connection is aborted
 AUTH_OK = "235 2.7.0 Authentication successful"
 AUTH_FAILED = "535 5.7.3 Authentication unsuccessful"
 SEND_AS_DENIED = "550 5.7.60 SMTP; Client does not have permissions to send as this sender"
+NOT_HVE = "550 5.7.1 Not a High Volume Email account"
+HVE_EXTERNAL = "550 5.7.1 External recipients are not allowed for High Volume Email accounts"
 TOO_BIG = "552 5.3.4 Message size exceeds fixed maximum message size"
 
 _MAIL_FROM = re.compile(r"FROM:\s*<([^<>\s]*)>(?:\s+(.*))?", re.IGNORECASE)
 _RCPT_TO = re.compile(r"TO:\s*<([^<>\s]+)>(?:\s+.*)?", re.IGNORECASE)
 
 
-class SmtpAuthRejected(Exception):
-    """Why an XOAUTH2 attempt failed (logged; the client only sees 535 5.7.3)."""
-
-
-@dataclass(frozen=True)
-class SmtpPrincipal:
-    """Who AUTH proved: the mailbox (`user=`, lower case) and the token's app and tenant."""
-
-    username: str
-    client_id: str
-    tenant_id: str
-    delegated: bool
-
-
-def parse_xoauth2(data: bytes) -> tuple[str, str]:
-    """(user, bearer token) of a decoded SASL XOAUTH2 initial response."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise SmtpAuthRejected("the XOAUTH2 response is not UTF-8") from None
-    user = token = ""
-    for item in text.split("\x01"):
-        if item.startswith("user="):
-            user = item.removeprefix("user=").strip()
-        elif item.lower().startswith("auth="):
-            scheme, _, value = item[5:].partition(" ")
-            if scheme.lower() == "bearer":
-                token = value.strip()
-    if not user or not token:
-        raise SmtpAuthRejected("the XOAUTH2 response lacks user= or auth=Bearer")
-    return user, token
-
-
-def verify_xoauth2(state: EmulatorState, username: str, token: str) -> SmtpPrincipal:
-    """The principal an XOAUTH2 user/token pair proves, or SmtpAuthRejected saying why not."""
-    try:
-        claims = state.issuer.verify(token, now=state.clock())
-    except TokenInvalid as exc:
-        raise SmtpAuthRejected(f"token rejected: {exc.reason}") from None
-    audience = str(claims.get("aud") or "").rstrip("/").lower()
-    if audience not in EXCHANGE_AUDIENCES:
-        raise SmtpAuthRejected(f"the token is for {audience or '(no audience)'}, not Exchange")
-    wanted = username.strip().lower()
-    scopes = str(claims.get("scp") or "").split()
-    delegated = claims.get("idtyp") != "app" and bool(scopes)
-    if delegated:
-        if SMTP_SEND not in {s.lower() for s in scopes}:
-            raise SmtpAuthRejected(f"scp {' '.join(scopes)!r} lacks SMTP.Send")
-        signed_in = claims_user(claims)
-        if signed_in != wanted:
-            raise SmtpAuthRejected(f"the token is {signed_in}'s, not {wanted}'s")
-    else:
-        roles = claims.get("roles") or []
-        if not state.settings.open_mode and SEND_AS_APP not in roles:
-            raise SmtpAuthRejected(f"the app's roles {roles} lack {SEND_AS_APP}")
-    return SmtpPrincipal(
-        username=wanted,
-        client_id=str(claims.get("appid") or claims.get("azp") or ""),
-        tenant_id=str(claims.get("tid") or ""),
-        delegated=delegated,
-    )
+def _bare_cr_lines(line: bytes) -> list[bytes]:
+    """A line split after every bare CR as well (each piece keeps its ending)."""
+    pieces = re.split(rb"(?<=\r)(?!\n)", line)
+    return [piece for piece in pieces if piece]
 
 
 class SmtpListener:
@@ -215,6 +156,7 @@ class _Session:
         self.principal: SmtpPrincipal | None = None
         self.transaction: _Transaction | None = None
         self.closing = False
+        self.pushed_back = b""  # what a lenient DATA reader read past the end of data
         self.log = state.log.bind(smtp_session=self.session_id, peer=self.peer)
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -251,6 +193,9 @@ class _Session:
 
     async def read_line(self) -> bytes | None:
         """The next line with its line ending; None when the client is gone or too slow."""
+        if self.pushed_back:
+            line, self.pushed_back = self.pushed_back, b""
+            return line
         try:
             async with asyncio.timeout(IDLE_TIMEOUT):
                 return await self.reader.readuntil(b"\n")
@@ -422,6 +367,10 @@ class _Session:
             if key.upper() == "SIZE" and value.isdigit() and int(value) > limit:
                 await self.reply(TOO_BIG)
                 return
+        hve = {account.lower() for account in self.state.settings.smtp_hve_accounts}
+        if hve and self.principal.username not in hve:
+            await self.reply(f"{NOT_HVE} {self.tag()}")
+            return
         injected = self.state.faults.take_smtp_failure("mail")
         if injected is not None:
             await self.reply(injected)
@@ -455,8 +404,20 @@ class _Session:
         if refusal is not None:
             await self.reply(refusal)
             return
+        if not self._internal(address):
+            await self.reply(f"{HVE_EXTERNAL} {self.tag()}")
+            return
         transaction.rcpt_to.append(address)
         await self.reply("250 2.1.5 Recipient OK")
+
+    def _internal(self, address: str) -> bool:
+        """Whether `address` may be sent to: anything, except from an HVE endpoint."""
+        settings = self.state.settings
+        if not settings.smtp_hve_accounts:
+            return True
+        mailboxes = [*settings.smtp_hve_accounts, *(user.username for user in settings.users)]
+        domains = {mailbox.rpartition("@")[2].lower() for mailbox in mailboxes}
+        return address.rpartition("@")[2].lower() in domains
 
     async def data(self, argument: str) -> None:
         transaction = self.transaction
@@ -489,72 +450,31 @@ class _Session:
         elif (injected := self.state.faults.take_smtp_failure("data")) is not None:
             await self.reply(injected)
         else:
-            message_id = await self._deliver(principal, transaction, content)
+            message_id = await deliver_smtp(
+                self.state, principal, transaction.mail_from, transaction.rcpt_to, content
+            )
             await self.reply(f"250 2.0.0 OK <{message_id}@{SERVER_NAME}> [Hostname={SERVER_NAME}]")
 
     async def _read_data(self) -> tuple[bytes, bool] | None:
         """(the dot-unstuffed message, whether it exceeded the size); None if the client left."""
         limit = self.state.settings.max_message_size
+        lenient = self.state.settings.smtp_bare_cr_ends_lines
         chunks: list[bytes] = []
         size = 0
         while True:
             line = await self.read_line()
             if line is None:
                 return None
-            if line == b".\r\n":
-                break
-            if line.startswith(b"."):
-                line = line[1:]
-            size += len(line)
-            if size <= limit:
-                chunks.append(line)
-        return b"".join(chunks), size > limit
-
-    async def _deliver(
-        self, principal: SmtpPrincipal, transaction: _Transaction, content: bytes
-    ) -> str:
-        parsed = parse_mime(content)
-        headers = mime_recipients(parsed)
-        in_to = {a.lower() for a in headers.get("to", [])}
-        in_cc = {a.lower() for a in headers.get("cc", [])}
-        recipients: dict[str, list[str]] = {"to": [], "cc": [], "bcc": []}
-        for address in transaction.rcpt_to:
-            lowered = address.lower()
-            key = "to" if lowered in in_to else "cc" if lowered in in_cc else "bcc"
-            recipients[key].append(address)
-        try:
-            attachments: list[DeliveredAttachment] = mime_attachments(parsed)
-        except Exception:  # noqa: BLE001 - a malformed part must not lose the message
-            self.log.warning("emulator.smtp_attachments_unreadable")
-            attachments = []
-        delivered = await self.state.outbox.deliver(
-            DeliveredMessage(
-                id=new_item_id(),
-                mailbox=principal.username,
-                mode="smtp",
-                mime=content,
-                recipients=recipients,
-                message_json=None,
-                attachments=attachments,
-                client_id=principal.client_id,
-                tenant_id=principal.tenant_id,
-                save_to_sent_items=True,
-                received_at=dt.datetime.now(dt.UTC),
-                subject=mime_subject(parsed),
-                envelope=Envelope(transaction.mail_from, tuple(transaction.rcpt_to)),
-            )
-        )
-        self.state.stats.smtp_messages += 1
-        self.state.log.info(
-            "emulator.delivered",
-            id=delivered.id,
-            seq=delivered.seq,
-            mailbox=delivered.mailbox,
-            mode="smtp",
-            recipients=len(transaction.rcpt_to),
-            size=len(content),
-        )
-        return delivered.id
+            pieces = _bare_cr_lines(line) if lenient else [line]
+            for index, piece in enumerate(pieces):
+                if piece in (b".\r\n", b".\r") or (lenient and piece == b".\n"):
+                    if index + 1 < len(pieces):  # the rest of the line comes as commands
+                        self.pushed_back = b"".join(pieces[index + 1 :])
+                    return b"".join(chunks), size > limit
+                text = piece[1:] if piece.startswith(b".") else piece
+                size += len(text)
+                if size <= limit:
+                    chunks.append(text)
 
     async def rset(self, argument: str) -> None:
         self.transaction = None

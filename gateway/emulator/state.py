@@ -1,6 +1,7 @@
 """The state one emulator run shares between its routes.
 
-Settings, the token signing key, the outbox, drafts and upload sessions, delegated sign-ins
+Settings, the token signing key, the test OIDC issuers and the keys fetched from issuers that
+federated credentials trust, the outbox, drafts and upload sessions, delegated sign-ins
 (device codes, authorization codes, refresh tokens), the active faults and the statistics, plus
 the clock. Route modules receive this object; nothing is global, so two
 emulators can run side by side in one process (as tests do).
@@ -16,7 +17,9 @@ import structlog
 from aiohttp import web
 
 from gateway.emulator.faults import Faults, FaultState
+from gateway.emulator.federation import IssuerKeys
 from gateway.emulator.mailstore import MailStore
+from gateway.emulator.oidc import OidcIssuers
 from gateway.emulator.outbox import Outbox
 from gateway.emulator.settings import EmulatorSettings
 from gateway.emulator.signin import SignInStore
@@ -32,12 +35,28 @@ class EmulatorState:
         self.clock = clock
         self.base_url = ""  # known once the listener is bound
         self.issuer = AccessTokenIssuer()
+        self.oidc = OidcIssuers()
+        self.ca_pem = b""  # this run's CA, known once started: trusted when fetching keys
+        self._issuer_keys: IssuerKeys | None = None
         self.outbox = Outbox(settings.state_dir / "outbox", keep=settings.keep_messages)
         self.store = MailStore()
         self.signin = SignInStore(settings)
         self.stats = EmulatorStats()
         self.faults = FaultState(settings.faults, now=clock())
         self.log: Any = structlog.get_logger("gateway.emulator")
+
+    @property
+    def issuer_keys(self) -> IssuerKeys:
+        """Keys of the issuers federated credentials trust (fetched by OIDC discovery)."""
+        if self._issuer_keys is None:
+            self._issuer_keys = IssuerKeys(self.ca_pem)
+        return self._issuer_keys
+
+    async def close(self) -> None:
+        """Close the connections made to fetch issuers' keys."""
+        if self._issuer_keys is not None:
+            await self._issuer_keys.close()
+            self._issuer_keys = None
 
     def set_faults(self, faults: Faults) -> None:
         """Activate `faults` now: countdowns restart and an outage starts from this moment."""

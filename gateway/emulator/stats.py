@@ -4,7 +4,9 @@ Token requests (also by grant type), Graph requests by status, every Graph reque
 and, per mailbox, the highest number of Graph requests that were in flight at once: Graph allows
 4 concurrent requests per app and mailbox, so `max_concurrency_by_mailbox` shows whether a client
 respects that (`max_concurrency`: the same over all mailboxes together). For the SMTP
-listener: connections, AUTH successes and failures, messages taken.
+listener: connections, AUTH successes and failures, messages taken. Requests to the managed
+identity endpoints, and the federated assertions accepted (issuer, subject and `jti`: which
+token a client presented, never the token).
 """
 
 from __future__ import annotations
@@ -12,6 +14,15 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
+
+
+class FederatedUse(NamedTuple):
+    """A federated client assertion the token endpoint accepted."""
+
+    client_id: str
+    issuer: str
+    subject: str
+    jti: str
 
 
 class RequestRecord(NamedTuple):
@@ -37,6 +48,8 @@ class EmulatorStats:
     smtp_auth_successes: int = 0
     smtp_auth_failures: int = 0
     smtp_messages: int = 0
+    managed_identity_requests: int = 0
+    federated_assertions: list[FederatedUse] = field(default_factory=list)
     _in_flight: Counter[str] = field(default_factory=Counter, repr=False)
 
     def enter(self, mailbox: str | None) -> int:
@@ -75,6 +88,8 @@ class EmulatorStats:
         self.requests.clear()
         self.smtp_connections = self.smtp_auth_successes = 0
         self.smtp_auth_failures = self.smtp_messages = 0
+        self.managed_identity_requests = 0
+        self.federated_assertions.clear()
 
     def count_token_request(self, grant_type: str | None) -> None:
         self.token_requests += 1
@@ -93,4 +108,6 @@ class EmulatorStats:
             "smtp_auth_successes": self.smtp_auth_successes,
             "smtp_auth_failures": self.smtp_auth_failures,
             "smtp_messages": self.smtp_messages,
+            "managed_identity_requests": self.managed_identity_requests,
+            "federated_assertions": [use._asdict() for use in self.federated_assertions],
         }

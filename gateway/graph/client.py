@@ -1,7 +1,7 @@
 """The Graph HTTP client: one shared aiohttp session, one method per Graph call used.
 
 It knows URLs, headers and Graph's error body; what an answer means for the message is decided
-by `delivery.classify`. TLS trusts the tenant's `ca_file` when one is configured (the emulator
+by `graph.classify`. TLS trusts the tenant's `ca_file` when one is configured (the emulator
 or a TLS-inspecting proxy), and the system store otherwise.
 """
 
@@ -15,37 +15,17 @@ import ssl
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import aiohttp
 
-from gateway.delivery.backoff import parse_retry_after
+from gateway.graph.classify import parse_retry_after
+from gateway.network import unreachable
+from gateway.transport import Answer, TransportError
 
 _STREAMED = 1024 * 1024  # request bodies above this are streamed
-
-
-@dataclass(frozen=True, slots=True)
-class GraphAnswer:
-    """What Graph said to one request."""
-
-    status: int
-    code: str = ""
-    message: str = ""
-    request_id: str = ""
-    retry_after: float | None = None
-    duration: float = 0.0
-
-
-class GraphTransportError(Exception):
-    """No HTTP answer: connection failure or timeout. `sent` means the body went out."""
-
-    def __init__(self, reason: str, *, sent: bool) -> None:
-        self.reason = reason
-        self.sent = sent
-        super().__init__(reason)
 
 
 class GraphClient:
@@ -101,7 +81,7 @@ class GraphClient:
         message: bytes,
         token: str,
         ca_file: Path | None = None,
-    ) -> GraphAnswer:
+    ) -> Answer:
         """POST the message as base64 MIME to `/users/{mailbox}/sendMail`."""
         url = f"{self._users(graph_endpoint, mailbox)}/sendMail"
         body = base64.b64encode(message)
@@ -117,45 +97,69 @@ class GraphClient:
         payload: dict[str, object],
         token: str,
         ca_file: Path | None = None,
-    ) -> GraphAnswer:
+    ) -> Answer:
         """POST a JSON sendMail request (`{"message": …, "saveToSentItems": …}`)."""
         url = f"{self._users(graph_endpoint, mailbox)}/sendMail"
         answer, _document = await self._json("POST", url, payload, token, ca_file)
         return answer
 
     async def create_draft(
-        self, *, graph_endpoint: str, mailbox: str, message: dict[str, Any], token: str,
+        self,
+        *,
+        graph_endpoint: str,
+        mailbox: str,
+        message: dict[str, Any],
+        token: str,
         ca_file: Path | None = None,
-    ) -> tuple[GraphAnswer, str]:
+    ) -> tuple[Answer, str]:
         """POST a draft to `/users/{mailbox}/messages`; (answer, the draft's id or "")."""
         url = f"{self._users(graph_endpoint, mailbox)}/messages"
         answer, document = await self._json("POST", url, message, token, ca_file)
         return answer, str(document.get("id", "")) if answer.status == 201 else ""
 
     async def add_attachment(
-        self, *, graph_endpoint: str, mailbox: str, draft: str, attachment: dict[str, Any],
-        token: str, ca_file: Path | None = None,
-    ) -> GraphAnswer:
+        self,
+        *,
+        graph_endpoint: str,
+        mailbox: str,
+        draft: str,
+        attachment: dict[str, Any],
+        token: str,
+        ca_file: Path | None = None,
+    ) -> Answer:
         """POST one attachment (under 3 MB) to a draft."""
         url = f"{self._users(graph_endpoint, mailbox)}/messages/{quote(draft, safe='')}/attachments"
         answer, _document = await self._json("POST", url, attachment, token, ca_file)
         return answer
 
     async def create_upload_session(
-        self, *, graph_endpoint: str, mailbox: str, draft: str, item: dict[str, Any],
-        token: str, ca_file: Path | None = None,
-    ) -> tuple[GraphAnswer, str]:
+        self,
+        *,
+        graph_endpoint: str,
+        mailbox: str,
+        draft: str,
+        item: dict[str, Any],
+        token: str,
+        ca_file: Path | None = None,
+    ) -> tuple[Answer, str]:
         """Open an upload session for one large attachment; (answer, its uploadUrl or "")."""
-        url = (f"{self._users(graph_endpoint, mailbox)}/messages/{quote(draft, safe='')}"
-               "/attachments/createUploadSession")
+        url = (
+            f"{self._users(graph_endpoint, mailbox)}/messages/{quote(draft, safe='')}"
+            "/attachments/createUploadSession"
+        )
         answer, document = await self._json("POST", url, {"AttachmentItem": item}, token, ca_file)
         upload_url = document.get("uploadUrl", "") if answer.status in (200, 201) else ""
         return answer, str(upload_url)
 
     async def upload_chunk(
-        self, *, upload_url: str, chunk: bytes, start: int, total: int,
+        self,
+        *,
+        upload_url: str,
+        chunk: bytes,
+        start: int,
+        total: int,
         ca_file: Path | None = None,
-    ) -> tuple[GraphAnswer, int | None]:
+    ) -> tuple[Answer, int | None]:
         """PUT bytes `start…` of an attachment to its pre-authenticated upload URL (which must
         get no Authorization header); (answer, the next offset Graph expects, None when the
         upload is complete or Graph did not say)."""
@@ -168,15 +172,20 @@ class GraphClient:
 
     async def upload_status(
         self, *, upload_url: str, ca_file: Path | None = None
-    ) -> tuple[GraphAnswer, int | None]:
+    ) -> tuple[Answer, int | None]:
         """Ask an upload session where to go on (after a chunk that got no clear answer)."""
         answer, document = await self._request("GET", upload_url, b"", {}, ca_file)
         return answer, _next_expected(document)
 
     async def send_draft(
-        self, *, graph_endpoint: str, mailbox: str, draft: str, token: str,
+        self,
+        *,
+        graph_endpoint: str,
+        mailbox: str,
+        draft: str,
+        token: str,
         ca_file: Path | None = None,
-    ) -> GraphAnswer:
+    ) -> Answer:
         """POST `/messages/{id}/send` (an empty body with `Content-Length: 0`)."""
         url = f"{self._users(graph_endpoint, mailbox)}/messages/{quote(draft, safe='')}/send"
         headers = {"Authorization": f"Bearer {token}", "Content-Length": "0"}
@@ -184,9 +193,14 @@ class GraphClient:
         return answer
 
     async def delete_message(
-        self, *, graph_endpoint: str, mailbox: str, draft: str, token: str,
+        self,
+        *,
+        graph_endpoint: str,
+        mailbox: str,
+        draft: str,
+        token: str,
         ca_file: Path | None = None,
-    ) -> GraphAnswer:
+    ) -> Answer:
         """DELETE a draft (one left behind by a failed large-message delivery)."""
         url = f"{self._users(graph_endpoint, mailbox)}/messages/{quote(draft, safe='')}"
         headers = {"Authorization": f"Bearer {token}"}
@@ -195,14 +209,14 @@ class GraphClient:
 
     async def _json(
         self, method: str, url: str, payload: dict[str, Any], token: str, ca_file: Path | None
-    ) -> tuple[GraphAnswer, dict[str, Any]]:
+    ) -> tuple[Answer, dict[str, Any]]:
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         body = json.dumps(payload, ensure_ascii=False).encode("utf-8", "surrogatepass")
         return await self._request(method, url, body, headers, ca_file)
 
     async def _request(
         self, method: str, url: str, body: bytes, headers: dict[str, str], ca_file: Path | None
-    ) -> tuple[GraphAnswer, dict[str, Any]]:
+    ) -> tuple[Answer, dict[str, Any]]:
         started = time.monotonic()
         # Large bodies go as a stream that yields to the event loop between 64 KiB pieces,
         # so a 4 MB request does not hold up SMTP clients waiting for their 250.
@@ -220,15 +234,22 @@ class GraphClient:
                 payload = await response.read()
                 return _answer(response, payload, time.monotonic() - started)
         except TimeoutError:
-            raise GraphTransportError("Graph did not answer in time", sent=True) from None
-        except aiohttp.ClientConnectorError as error:
-            raise GraphTransportError(
-                f"cannot connect to Graph: {error.os_error}", sent=False
+            host = urlsplit(url).netloc
+            raise TransportError(
+                f"Graph ({host}) did not answer within {self._timeout.total:g}s", sent=True
             ) from None
+        except aiohttp.ClientConnectorError as error:
+            # The host, the real cause (certificate verification, DNS, refused) and what to
+            # check (ca_file, proxy, the firewall).
+            reason = unreachable(error, url, proxy=self._proxy(url) or "")
+            raise TransportError(reason, sent=False) from None
         except aiohttp.ClientError as error:
             # Past connecting we cannot know whether Graph saw the request: ambiguous.
-            raise GraphTransportError(
-                f"connection to Graph failed: {type(error).__name__}", sent=True
+            cause = str(error).splitlines()[0][:200] if str(error) else ""
+            raise TransportError(
+                f"the connection to Graph ({urlsplit(url).netloc}) failed after the request was "
+                f"sent: {type(error).__name__}{': ' + cause if cause else ''}",
+                sent=True,
             ) from None
 
 
@@ -243,7 +264,7 @@ def _next_expected(document: dict[str, Any]) -> int | None:
 
 def _answer(
     response: aiohttp.ClientResponse, payload: bytes, duration: float
-) -> tuple[GraphAnswer, dict[str, Any]]:
+) -> tuple[Answer, dict[str, Any]]:
     code = message = ""
     request_id = response.headers.get("request-id", "")
     document: dict[str, Any] = {}
@@ -261,7 +282,7 @@ def _answer(
                 inner = error.get("innerError") or {}
                 if isinstance(inner, dict):
                     request_id = request_id or str(inner.get("request-id", ""))
-    answer = GraphAnswer(
+    answer = Answer(
         status=response.status,
         code=code,
         message=message[:500],

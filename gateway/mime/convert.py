@@ -6,10 +6,11 @@ What survives the conversion, and how:
   the envelope are left out.
 - subject, display names and filenames are decoded (RFC 2047/2231, any charset Python knows;
   undeclared 8-bit as UTF-8, else windows-1252).
-- body: the HTML alternative when there is one, else the text; images the HTML shows by
-  `cid:` become inline attachments (`isInline`, `contentId`).
+- body: as a mail reader shows it (`gateway.mime.body`): the HTML alternative when there is
+  one, else the text, then the later inline text parts of a multipart/mixed, each kept apart;
+  images the HTML shows by `cid:` become inline attachments (`isInline`, `contentId`).
 - every other part is an attachment with its name and type: zero-byte files, duplicate names,
-  attached messages (`.eml`), calendar invitations (`.ics`).
+  attached messages (`.eml`), calendar invitations (`.ics`), delivery reports (`.txt`).
 - Importance/X-Priority/Priority, read and delivery receipt requests, Message-ID, threading
   headers (as the MAPI properties Outlook uses), up to five `x-` headers.
 Pure: bytes in, JSON-ready dicts out.
@@ -23,11 +24,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.headerregistry import AddressHeader
-from email.message import EmailMessage, Message
+from email.message import EmailMessage
 from typing import Any
 
+from gateway.mime.body import disposition, filename, find_body, raw_header
+from gateway.mime.buffer import Buffer
 from gateway.mime.parts import Part, decoded, decoded_size, parse_headers, parse_tree
-from gateway.mime.text import clean, decode_bytes, decode_words
+from gateway.mime.text import clean, decode_words
 
 MAX_CUSTOM_HEADERS = 5  # Graph refuses more (InvalidInternetMessageHeaderCollection)
 # MAPI properties for what internetMessageHeaders cannot carry (only x- names are allowed).
@@ -41,10 +44,26 @@ _SKIPPED_X = re.compile(
     re.IGNORECASE,
 )
 _UNFOLD = re.compile(r"\r?\n(?=[ \t])")  # RFC 5322 unfolding removes only the line break
+# Never sent to Graph in an address or a name: C0 and C1 controls, DEL, line separators.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _MESSAGE_ID = re.compile(r"^<[^<>\s@]+@[^<>\s@]+>$")
+# Report parts are plain text: named so that a reader opens them as text (RFC 3464, 8098, 5965).
+_REPORT_NAMES = {
+    "message/delivery-status": "delivery-status.txt",
+    "message/global-delivery-status": "delivery-status.txt",
+    "message/disposition-notification": "disposition-notification.txt",
+    "message/global-disposition-notification": "disposition-notification.txt",
+    "message/feedback-report": "feedback-report.txt",
+    "text/rfc822-headers": "original-headers.txt",
+    "message/global-headers": "original-headers.txt",
+}
 _SIGNED_TYPES = frozenset(
-    {"multipart/signed", "multipart/encrypted", "application/pkcs7-mime",
-     "application/x-pkcs7-mime"}
+    {
+        "multipart/signed",
+        "multipart/encrypted",
+        "application/pkcs7-mime",
+        "application/x-pkcs7-mime",
+    }
 )
 
 
@@ -59,7 +78,7 @@ class Attachment:
     is_inline: bool = False
     content_id: str = ""
 
-    def resource(self, data: bytes) -> dict[str, Any]:
+    def resource(self, data: Buffer) -> dict[str, Any]:
         """The fileAttachment JSON, contents included."""
         item = self.item()
         item["@odata.type"] = "#microsoft.graph.fileAttachment"
@@ -92,7 +111,7 @@ class Conversion:
     dropped_headers: tuple[str, ...] = ()  # x- headers beyond what Graph takes
     header_recipients_left_out: tuple[str, ...] = ()
 
-    def with_attachments(self, data: bytes) -> dict[str, Any]:
+    def with_attachments(self, data: Buffer) -> dict[str, Any]:
         """The complete message resource, every attachment inline in the JSON."""
         message = dict(self.message)
         if self.attachments:
@@ -101,8 +120,9 @@ class Conversion:
 
     def without_custom_headers(self) -> Conversion:
         message = {k: v for k, v in self.message.items() if k != "internetMessageHeaders"}
-        return Conversion(message, self.attachments, self.dropped_headers,
-                          self.header_recipients_left_out)
+        return Conversion(
+            message, self.attachments, self.dropped_headers, self.header_recipients_left_out
+        )
 
 
 def is_signed(header_section: bytes) -> bool:
@@ -112,8 +132,9 @@ def is_signed(header_section: bytes) -> bool:
     return headers.get("Content-Type") is not None and headers.get_content_type() in _SIGNED_TYPES
 
 
-def convert(data: bytes, recipients: Sequence[str], *, from_mailbox: str = "",
-            reply_to_sender: bool = True) -> Conversion:
+def convert(
+    data: Buffer, recipients: Sequence[str], *, from_mailbox: str = "", reply_to_sender: bool = True
+) -> Conversion:
     """The Graph message for raw message `data` sent to the envelope `recipients`.
 
     `from_mailbox` sends it as that mailbox (the header From's display name kept; the original
@@ -139,18 +160,9 @@ def convert(data: bytes, recipients: Sequence[str], *, from_mailbox: str = "",
 # --- headers --------------------------------------------------------------------------------
 
 
-def _raw_header(headers: EmailMessage, name: str) -> str | None:
-    """The first `name` field's value as it was sent (unparsed: parsing may fail or reword)."""
-    wanted = name.lower()
-    for key, value in headers.raw_items():
-        if key.lower() == wanted:
-            return str(value)
-    return None
-
-
 def _text_header(headers: EmailMessage, name: str) -> str | None:
     """A header value unfolded and decoded (encoded words, raw 8-bit), never raising."""
-    value = _raw_header(headers, name)
+    value = raw_header(headers, name)
     if value is None:
         return None
     return decode_words(clean(_UNFOLD.sub("", value)).strip())
@@ -161,7 +173,7 @@ def _addresses(headers: EmailMessage, name: str) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     try:
         values = headers.get_all(name, [])
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - the library raises anything on some inputs; such a value is skipped
         return found
     for value in values:
         if not isinstance(value, AddressHeader):
@@ -171,8 +183,9 @@ def _addresses(headers: EmailMessage, name: str) -> list[tuple[str, str]]:
         except Exception:  # noqa: BLE001 - an unreadable header adds no address
             addresses = ()
         for address in addresses:
-            if address.username and address.domain:
-                found.append((clean(address.display_name), clean(address.addr_spec)))
+            spec = clean(address.addr_spec)
+            if address.username and address.domain and not _CONTROL.search(spec):
+                found.append((_CONTROL.sub("", clean(address.display_name)), spec))
     return found
 
 
@@ -188,8 +201,9 @@ def _recipient(name: str, address: str) -> dict[str, Any]:
     return {"emailAddress": entry}
 
 
-def _recipients(message: dict[str, Any], headers: EmailMessage,
-                recipients: Sequence[str]) -> list[str]:
+def _recipients(
+    message: dict[str, Any], headers: EmailMessage, recipients: Sequence[str]
+) -> list[str]:
     envelope: dict[str, str] = {}
     for recipient in recipients:
         envelope.setdefault(_key(recipient), recipient)
@@ -212,8 +226,9 @@ def _recipients(message: dict[str, Any], headers: EmailMessage,
     return left_out
 
 
-def _senders(message: dict[str, Any], headers: EmailMessage, from_mailbox: str,
-             reply_to_sender: bool) -> None:
+def _senders(
+    message: dict[str, Any], headers: EmailMessage, from_mailbox: str, reply_to_sender: bool
+) -> None:
     senders = _addresses(headers, "From")
     original = senders[0] if senders else None
     reply_to = [_recipient(n, a) for n, a in _addresses(headers, "Reply-To")]
@@ -241,26 +256,35 @@ def _importance(headers: EmailMessage) -> str | None:
         return "low"
     if priority == "3":
         return "normal"
-    value = (_text_header(headers, "Priority") or _text_header(headers, "X-MSMail-Priority")
-             or "").lower()
-    return {"urgent": "high", "high": "high", "non-urgent": "low", "low": "low",
-            "normal": "normal"}.get(value)
+    value = (
+        _text_header(headers, "Priority") or _text_header(headers, "X-MSMail-Priority") or ""
+    ).lower()
+    return {
+        "urgent": "high",
+        "high": "high",
+        "non-urgent": "low",
+        "low": "low",
+        "normal": "normal",
+    }.get(value)
 
 
 def _properties(message: dict[str, Any], headers: EmailMessage) -> None:
     importance = _importance(headers)
     if importance:
         message["importance"] = importance
-    if _raw_header(headers, "Disposition-Notification-To") is not None:
+    if raw_header(headers, "Disposition-Notification-To") is not None:
         message["isReadReceiptRequested"] = True
-    if _raw_header(headers, "Return-Receipt-To") is not None:
+    if raw_header(headers, "Return-Receipt-To") is not None:
         message["isDeliveryReceiptRequested"] = True
     message_id = _text_header(headers, "Message-ID")
     if message_id and _MESSAGE_ID.match(message_id):
         message["internetMessageId"] = message_id
     extended = []
-    for name, property_id in (("In-Reply-To", IN_REPLY_TO), ("References", REFERENCES),
-                              ("List-Unsubscribe", LIST_UNSUBSCRIBE)):
+    for name, property_id in (
+        ("In-Reply-To", IN_REPLY_TO),
+        ("References", REFERENCES),
+        ("List-Unsubscribe", LIST_UNSUBSCRIBE),
+    ):
         value = _text_header(headers, name)
         if value:
             extended.append({"id": property_id, "value": value})
@@ -288,145 +312,25 @@ def _custom_headers(headers: EmailMessage) -> tuple[list[dict[str, str]], list[s
 # --- body and attachments -------------------------------------------------------------------
 
 
-def _disposition(part: Part) -> str:
-    value = _raw_header(part.headers, "Content-Disposition")
-    return value.split(";", 1)[0].strip().lower() if value is not None else ""
-
-
-def _filename(part: Part) -> str:
-    # The raw fields, with undeclared 8-bit bytes read first (`clean`), through the legacy
-    # parameter API: the header registry would turn those bytes into U+FFFD.
-    legacy = Message()
-    for field_name in ("Content-Disposition", "Content-Type"):
-        value = _raw_header(part.headers, field_name)
-        if value is not None:
-            legacy[field_name] = clean(_UNFOLD.sub("", value))
-    try:
-        name = legacy.get_filename()
-    except Exception:  # noqa: BLE001 - an unreadable parameter: no name
-        name = None
-    if not name:
-        return ""
-    return decode_words(str(name)).strip().replace("\r", "").replace("\n", "")
-
-
-def _is_body_text(part: Part) -> bool:
-    return (part.content_type in ("text/plain", "text/html") and _disposition(part) != "attachment"
-            and not _filename(part))
-
-
-def _charset(part: Part) -> str | None:
-    try:
-        charset = part.headers.get_param("charset")
-    except Exception:  # noqa: BLE001
-        return None
-    return str(charset) if isinstance(charset, str) else None
-
-
-def _text(data: bytes, part: Part) -> str:
-    return decode_bytes(decoded(data, part), _charset(part))
-
-
-def _find_body(part: Part) -> Part | None:
-    """The part to show as the body: HTML preferred among alternatives, the root of a
-    related group, the first readable part of anything else."""
-    kind = part.content_type
-    if not part.is_multipart:
-        return part if _is_body_text(part) else None
-    if kind == "multipart/alternative":
-        found = [body for body in map(_find_body, part.children) if body is not None]
-        html = [body for body in found if body.content_type == "text/html"]
-        return html[-1] if html else (found[-1] if found else None)
-    if kind == "multipart/related":
-        return _find_body(part.children[0])
-    if kind in ("multipart/signed", "multipart/encrypted"):
-        return _find_body(part.children[0])
-    for child in part.children:
-        if child.is_multipart or _is_body_text(child):
-            body = _find_body(child)
-            if body is not None:
-                return body
-        if not child.is_multipart:
-            break  # the first leaf is not text: there is no body, only attachments
-    return None
-
-
-def _parents(part: Part, parents: dict[int, Part] | None = None) -> dict[int, Part]:
-    """id(child) → its multipart parent, for the whole tree."""
-    parents = {} if parents is None else parents
-    for child in part.children:
-        parents[id(child)] = part
-        _parents(child, parents)
-    return parents
-
-
-def _other_renderings(body: Part, parents: dict[int, Part]) -> set[int]:
-    """Leaves that render the body's content in another form (the text beside the HTML of a
-    multipart/alternative): not attachments. Calendar parts are kept."""
-    dropped: set[int] = set()
-    branch, parent = body, parents.get(id(body))
-    while parent is not None:
-        if parent.content_type == "multipart/alternative":
-            for sibling in parent.children:
-                if sibling is not branch:
-                    dropped.update(id(leaf) for leaf in sibling.leaves() if _is_body_text(leaf))
-        branch, parent = parent, parents.get(id(parent))
-    return dropped
-
-
-def _continuations(
-    tree: Part, body: Part, parents: dict[int, Part], dropped: set[int]
-) -> list[Part]:
-    """Later text parts of the body's kind that a mail reader shows after it (the text after
-    an attachment in Apple Mail's layout, a list footer): they join the body."""
-    found: list[Part] = []
-    after_body = False
-    for leaf in tree.leaves():
-        if leaf is body:
-            after_body = True
-            continue
-        parent = parents.get(id(leaf))
-        if (
-            after_body
-            and id(leaf) not in dropped
-            and leaf.content_type == body.content_type
-            and _is_body_text(leaf)
-            and parent is not None
-            and parent.content_type == "multipart/mixed"
-        ):
-            found.append(leaf)
-    return found
-
-
-def _content(data: bytes, tree: Part) -> tuple[dict[str, str], list[Attachment]]:
-    body = _find_body(tree)
-    skipped: set[int] = set()
-    if body is None:
-        content = {"contentType": "text", "content": ""}
-    else:
-        parents = _parents(tree)
-        skipped = _other_renderings(body, parents)
-        shown = [body, *_continuations(tree, body, parents, skipped)]
-        skipped.update(id(part) for part in shown)
-        kind = "html" if body.content_type == "text/html" else "text"
-        content = {"contentType": kind, "content": "".join(_text(data, p) for p in shown)}
+def _content(data: Buffer, tree: Part) -> tuple[dict[str, str], list[Attachment]]:
+    body = find_body(tree, data)
     attachments: list[Attachment] = []
-    html = content["content"].lower() if content["contentType"] == "html" else ""
+    html = body.content.lower() if body.content_type == "html" else ""
     for leaf in tree.leaves():
-        if id(leaf) not in skipped:
+        if id(leaf) not in body.shown:
             attachments.append(_attachment(data, leaf, len(attachments) + 1, html))
-    return content, attachments
+    return body.resource(), attachments
 
 
 def _content_id(part: Part) -> str:
-    value = _raw_header(part.headers, "Content-ID")
+    value = raw_header(part.headers, "Content-ID")
     if value is None:
         return ""
     return _UNFOLD.sub("", value).strip().strip("<>").strip()
 
 
-def _attachment(data: bytes, part: Part, number: int, html: str) -> Attachment:
-    name = _filename(part)
+def _attachment(data: Buffer, part: Part, number: int, html: str) -> Attachment:
+    name = filename(part)
     kind = part.content_type
     if not name:
         if kind == "message/rfc822":
@@ -435,14 +339,17 @@ def _attachment(data: bytes, part: Part, number: int, html: str) -> Attachment:
             name = _safe_name(subject) + ".eml"
         elif kind == "text/calendar":
             name = "invite.ics"
+        elif kind in _REPORT_NAMES:
+            name = _REPORT_NAMES[kind]
         else:
-            extension = mimetypes.guess_extension(kind) or ".bin"
+            extension = mimetypes.guess_extension(kind)
+            extension = extension or (".txt" if kind.startswith("text/") else ".bin")
             name = f"attachment-{number}{extension}"
     content_id = _content_id(part)
     # Inline only when the HTML body shows it: Outlook hides inline parts it does not show.
     inline = (
         bool(content_id)
-        and _disposition(part) != "attachment"
+        and disposition(part) != "attachment"
         and re.search(f"cid:{re.escape(content_id.lower())}(?![^\"'\\s)>;])", html) is not None
     )
     return Attachment(part, name, kind, decoded_size(data, part), inline, content_id)

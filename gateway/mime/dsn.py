@@ -15,7 +15,9 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.policy import SMTP
 
+from gateway.mime.buffer import Buffer
 from gateway.mime.headers import header_section
+from gateway.mime.text import guess_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +32,7 @@ class Failure:
 
 def build_dsn(
     *,
-    original: bytes,
+    original: Buffer,
     original_sender: str,
     queue_id: str,
     failure: Failure,
@@ -57,9 +59,11 @@ def build_dsn(
     )
     report.attach(MIMEText(text, "plain", "us-ascii" if text.isascii() else "utf-8"))
     report.attach(_status_part(queue_id, failure, reporting_host, arrival))
-    headers = MIMEBase("text", "rfc822-headers")
-    headers.set_payload(header_section(original).decode("ascii", "replace"))
-    report.attach(headers)
+    # The original's headers may hold raw 8-bit bytes (a device's UTF-8 or windows-1252 name):
+    # read as text a client would show, and sent in UTF-8 with a transfer encoding.
+    lines = header_section(original).split(b"\n")  # devices mix charsets field by field
+    shown = "\n".join(guess_bytes(line) for line in lines)
+    report.attach(MIMEText(shown, "rfc822-headers", "utf-8"))
     return report.as_bytes(policy=SMTP)
 
 
@@ -76,13 +80,18 @@ def _status_part(queue_id: str, failure: Failure, host: str, arrival: float) -> 
         block["Final-Recipient"] = f"rfc822; {recipient}"
         block["Action"] = "failed"
         block["Status"] = failure.status
-        block["Diagnostic-Code"] = f"X-Graph; {failure.diagnostic}"
+        block["Diagnostic-Code"] = f"X-Graph; {_ascii(failure.diagnostic)}"
         blocks.append(block)
     part.set_payload(blocks)
     return part
 
 
-def is_notification(message: bytes) -> bool:
+def _ascii(text: str) -> str:
+    """A one-line, printable ASCII field value (status fields are not encoded-word text)."""
+    return "".join(c if " " <= c <= "~" else "?" for c in text)[:900]
+
+
+def is_notification(message: Buffer) -> bool:
     """Whether `message` is itself a delivery report or an automatic reply (never bounced)."""
     header = header_section(message).lower()
     return b"report-type=delivery-status" in header or b"\nauto-submitted: auto-" in header

@@ -20,6 +20,8 @@ from email import policy
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 
+from gateway.mime.buffer import Buffer
+
 MAX_DEPTH = 60  # deeper nesting is read as a leaf (the SMTP side refuses far less already)
 _HEADER_PARSER = BytesHeaderParser(policy=policy.default)
 _BASE64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
@@ -55,7 +57,7 @@ class Part:
             yield self
 
 
-def parse_tree(data: bytes, start: int = 0, end: int | None = None) -> Part:
+def parse_tree(data: Buffer, start: int = 0, end: int | None = None) -> Part:
     """The MIME tree of the message in `data[start:end]`."""
     return _parse(data, start, len(data) if end is None else end, "text/plain", 0)
 
@@ -71,7 +73,7 @@ def parse_headers(header_section: bytes) -> EmailMessage:
     return headers
 
 
-def _parse(data: bytes, start: int, end: int, default_type: str, depth: int) -> Part:
+def _parse(data: Buffer, start: int, end: int, default_type: str, depth: int) -> Part:
     body_start = _header_end(data, start, end)
     headers = parse_headers(data[start:body_start])
     content_type = _content_type(headers, default_type)
@@ -87,7 +89,7 @@ def _parse(data: bytes, start: int, end: int, default_type: str, depth: int) -> 
     return Part(headers, start, body_start, end, content_type, children)
 
 
-def _header_end(data: bytes, start: int, end: int) -> int:
+def _header_end(data: Buffer, start: int, end: int) -> int:
     """Where the body begins: after the blank line that ends the header section, or at the
     first line that is neither a field nor a continuation (a missing blank line)."""
     position = start
@@ -111,7 +113,7 @@ def _content_type(headers: EmailMessage, default_type: str) -> str:
         return default_type
     try:
         value = headers.get_content_type()
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - the library raises anything on some inputs; such a value is skipped
         return "text/plain"
     # A Content-Type the library could not read falls back to text/plain; keep the default
     # of the context (an RFC 822 part inside a digest) only when none was given.
@@ -121,7 +123,7 @@ def _content_type(headers: EmailMessage, default_type: str) -> str:
 def _boundary(headers: EmailMessage) -> bytes:
     try:
         boundary = headers.get_boundary()
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - the library raises anything on some inputs; such a value is skipped
         return b""
     if not boundary:
         return b""
@@ -132,7 +134,7 @@ def _boundary(headers: EmailMessage) -> bytes:
         return boundary.encode("utf-8", "surrogateescape")
 
 
-def _split(data: bytes, start: int, end: int, delimiter: bytes) -> list[tuple[int, int]]:
+def _split(data: Buffer, start: int, end: int, delimiter: bytes) -> list[tuple[int, int]]:
     """The (start, end) spans of the body parts between delimiter lines in `data[start:end]`."""
     spans: list[tuple[int, int]] = []
     part_start: int | None = None
@@ -164,7 +166,7 @@ def _split(data: bytes, start: int, end: int, delimiter: bytes) -> list[tuple[in
     return spans
 
 
-def _before_line_break(data: bytes, start: int, delimiter: int) -> int:
+def _before_line_break(data: Buffer, start: int, delimiter: int) -> int:
     """The end of a part: the line break before its delimiter belongs to the delimiter."""
     if delimiter > start and data[delimiter - 1 : delimiter] == b"\n":
         delimiter -= 1
@@ -176,17 +178,17 @@ def _before_line_break(data: bytes, start: int, delimiter: int) -> int:
 # --- bodies ---------------------------------------------------------------------------------
 
 
-def raw_body(data: bytes, part: Part) -> bytes:
+def raw_body(data: Buffer, part: Part) -> bytes:
     """The part's body as it appears in the message (still transfer-encoded)."""
     return data[part.body_start : part.body_end]
 
 
-def decoded(data: bytes, part: Part) -> bytes:
+def decoded(data: Buffer, part: Part) -> bytes:
     """The part's body with its Content-Transfer-Encoding undone."""
     return b"".join(iter_decoded(data, part, 1 << 30))
 
 
-def iter_decoded(data: bytes, part: Part, size: int) -> Iterator[bytes]:
+def iter_decoded(data: Buffer, part: Part, size: int) -> Iterator[bytes]:
     """The decoded body in pieces of exactly `size` bytes (the last may be shorter), reading
     the message a few MB at a time."""
     encoding = part.transfer_encoding
@@ -206,7 +208,7 @@ def iter_decoded(data: bytes, part: Part, size: int) -> Iterator[bytes]:
         yield bytes(pending)
 
 
-def decoded_size(data: bytes, part: Part) -> int:
+def decoded_size(data: Buffer, part: Part) -> int:
     """The length of the decoded body, found without keeping it."""
     if part.transfer_encoding == "base64":
         return sum(len(piece) for piece in _base64_pieces(data, part.body_start, part.body_end))
@@ -218,12 +220,12 @@ def decoded_size(data: bytes, part: Part) -> int:
 _READ = 1024 * 1024  # encoded bytes looked at per step
 
 
-def _raw_pieces(data: bytes, start: int, end: int) -> Iterator[bytes]:
+def _raw_pieces(data: Buffer, start: int, end: int) -> Iterator[bytes]:
     for offset in range(start, end, _READ):
         yield data[offset : min(offset + _READ, end)]
 
 
-def _base64_pieces(data: bytes, start: int, end: int) -> Iterator[bytes]:
+def _base64_pieces(data: Buffer, start: int, end: int) -> Iterator[bytes]:
     """Decode base64 leniently, as mail readers do: characters outside the alphabet are
     skipped, decoding stops at padding, and a dangling last character is dropped."""
     carry = b""
@@ -241,7 +243,7 @@ def _base64_pieces(data: bytes, start: int, end: int) -> Iterator[bytes]:
         yield binascii.a2b_base64(carry + b"=" * (4 - len(carry)))
 
 
-def _qp_pieces(data: bytes, start: int, end: int) -> Iterator[bytes]:
+def _qp_pieces(data: Buffer, start: int, end: int) -> Iterator[bytes]:
     position = start
     while position < end:
         stop = min(position + _READ, end)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from email.headerregistry import Address
-from email.policy import SMTP, default
+from email.policy import SMTP, Policy, default
 
 from gateway.mime.headers import (
     fold_address_header,
@@ -24,6 +24,7 @@ from gateway.mime.headers import (
     remove_headers,
     split_message,
 )
+from gateway.mime.text import clean
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +91,22 @@ def _rewrite_visible(
                 kept_keys.add(key)
                 kept.append(address)
         if kept:
-            value = ", ".join(str(address) for address in kept)
-            fields += default.header_factory(name, value).fold(policy=policy).encode(
-                "ascii", "surrogateescape"
-            )
+            fields += _fold(name, kept, envelope, policy, newline)
     return fields, kept_keys, left_out
+
+
+def _fold(
+    name: str, kept: list[Address], envelope: dict[str, str], policy: Policy, newline: bytes
+) -> bytes:
+    """`Name: "Display" <address>, …` folded, display names RFC 2047-encoded; the addresses as
+    the envelope has them (ASCII). A name the registry cannot encode leaves the addresses bare."""
+    try:
+        named = [
+            Address(display_name=clean(a.display_name), addr_spec=envelope[_key(a.addr_spec)])
+            for a in kept
+        ]
+        value = ", ".join(str(address) for address in named)
+        folded: bytes = default.header_factory(name, value).fold(policy=policy).encode("ascii")
+    except (ValueError, UnicodeError, IndexError):
+        folded = fold_address_header(name, [envelope[_key(a.addr_spec)] for a in kept], newline)
+    return folded

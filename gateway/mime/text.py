@@ -20,9 +20,16 @@ def _lookup(charset: str) -> str | None:
         return None
     if name.startswith("x-") and not _known(name):
         name = name[2:]  # x-sjis, x-euc-jp and friends
-    aliases = {"windows-874": "cp874", "ks_c_5601-1987": "euc_kr", "gb2312": "gb18030",
-               "gbk": "gb18030", "x-mac-roman": "mac_roman", "unicode-1-1-utf-7": "utf-7",
-               "iso-8859-8-i": "iso-8859-8", "x-user-defined": "latin-1"}
+    aliases = {
+        "windows-874": "cp874",
+        "ks_c_5601-1987": "euc_kr",
+        "gb2312": "gb18030",
+        "gbk": "gb18030",
+        "x-mac-roman": "mac_roman",
+        "unicode-1-1-utf-7": "utf-7",
+        "iso-8859-8-i": "iso-8859-8",
+        "x-user-defined": "latin-1",
+    }
     name = aliases.get(name, name)
     return name if _known(name) else None
 
@@ -31,7 +38,7 @@ def _known(name: str) -> bool:
     """A codec Python has that turns bytes into text (not base64, rot13 and the like)."""
     try:
         info = codecs.lookup(name)
-    except LookupError:
+    except (LookupError, ValueError):  # ValueError: a NUL in the name (`charset="a\0b"`)
         return False
     return getattr(info, "_is_text_encoding", True) and info.name not in ("idna", "punycode")
 

@@ -6,11 +6,13 @@ body naming what is wrong, for systemd, Docker and Kubernetes probes.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
+
+from gateway.errors import ConfigError
+from gateway.network import bind_issue
 
 ReadinessCheck = Callable[[], dict[str, bool]]
 
@@ -23,7 +25,7 @@ class HealthServer:
         host: str,
         port: int,
         readiness: ReadinessCheck,
-        metrics: Callable[[], bytes] | None = None,
+        metrics: Callable[[], Awaitable[bytes]] | None = None,
         problems: Callable[[], dict[str, str]] = dict,
     ) -> None:
         self._problems = problems
@@ -35,7 +37,7 @@ class HealthServer:
         self.port = port
 
     async def start(self) -> None:
-        """Bind and serve."""
+        """Bind and serve; `ConfigError` naming `http.listen` when the address cannot be bound."""
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
@@ -44,7 +46,12 @@ class HealthServer:
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as error:
+            await self._runner.cleanup()
+            self._runner = None
+            raise ConfigError([bind_issue(error, "http.listen", self._host, self._port)]) from None
         addresses = self._runner.addresses
         if addresses:
             self.port = int(addresses[0][1])
@@ -60,7 +67,7 @@ class HealthServer:
 
     async def _render_metrics(self, _request: web.Request) -> web.Response:
         assert self._metrics is not None
-        body = await asyncio.to_thread(self._metrics)  # scrape-time gauges read the spool
+        body = await self._metrics()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _readyz(self, _request: web.Request) -> web.Response:

@@ -12,16 +12,81 @@ import atexit
 import logging
 import sys
 from collections.abc import Callable
-from typing import Any, TextIO, cast
+from typing import Any, ClassVar, TextIO, cast
 
 import structlog
 
 from gateway.observability.logwriter import LogWriter
 
-_QUIET_LIBRARIES = ("mail.log", "msal", "urllib3", "aiohttp.access", "asyncio")
+_QUIET_LIBRARIES = ("mail.log", "mail.debug", "msal", "urllib3", "aiohttp.access", "asyncio")
+_LIBRARY_FIELDS = {"peer", "command", "command_length", "message"}
+
+
+class _SmtpLibraryEvents(logging.Filter):
+    """aiosmtpd's own warnings as events of ours (`smtp_unrecognised_command`, not a peer tuple
+    and a sentence as the event). A line it did not recognise may be a password: a device that
+    goes on with AUTH LOGIN after its AUTH was refused sends the password as a command line. Of
+    such a line only the length is logged."""
+
+    _EVENTS: ClassVar[dict[str, str]] = {
+        "%r unrecognised: %s": "smtp_unrecognised_command",
+        "%r too many bogus commands": "smtp_too_many_unrecognised_commands",
+        "%r over limit for %s": "smtp_command_limit",
+        "%r aborted AUTH with '*'": "smtp_auth_aborted",
+        "%r invalid PROXY handshake": "proxy_header_invalid",
+        "%r connection timeout": "smtp_timeout",
+        "%r SMTP session exception": "smtp_session_exception",
+        "%r Exception in handle_exception()": "smtp_session_exception",
+    }
+    # Said when a listener is built: about settings the gateway chose (implicit TLS listeners
+    # require AUTH without aiosmtpd's STARTTLS check, see `smtp.listeners`), not news.
+    _CHOSEN: ClassVar[frozenset[str]] = frozenset(
+        {"auth_required == True but auth_require_tls == False"}
+    )
+    # Texts without a peer (the PROXY parser's, formatted before logging), by their start.
+    _PREFIXES: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("PROXY", "proxy_header_invalid"),
+        ("Session.login_data", "smtp_library_deprecation"),
+        ("tls_context.", "smtp_tls_context_warning"),
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        event = self._EVENTS.get(str(record.msg))
+        if event is None:
+            text = record.getMessage()
+            if text in self._CHOSEN:
+                return False
+            event = next(
+                (name for start, name in self._PREFIXES if text.startswith(start)),
+                "smtp_library_warning",
+            )
+            record.msg, record.args = event, ()
+            record.message = text[:200]
+            return True
+        peer = args[0] if args else None
+        record.peer = peer[0] if isinstance(peer, tuple) and peer else str(peer)
+        if event == "smtp_unrecognised_command" and len(args) > 1:
+            record.command_length = len(str(args[1]))
+        elif event == "smtp_command_limit" and len(args) > 1:
+            record.command = str(args[1])[:16]
+        record.msg, record.args = event, ()
+        return True
 
 
 _writer: LogWriter | None = None
+_static: dict[str, str] = {}  # fields every line carries (a cluster node's name)
+
+
+def add_log_fields(**fields: str) -> None:
+    """Fields every log line from now on carries, e.g. `node` in a cluster."""
+    _static.update(fields)
+
+
+def _static_fields(_logger: Any, _method: str, event: Any) -> Any:
+    for key, value in _static.items():
+        event.setdefault(key, value)
+    return event
 
 
 def _dropped_notice(chain: list[structlog.typing.Processor]) -> Callable[[int], str]:
@@ -63,6 +128,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
     numeric = logging.getLevelName(level.upper())
     console = fmt == "console" or (fmt == "auto" and real.isatty())
     shared: list[structlog.typing.Processor] = [
+        _static_fields,
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -86,7 +152,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
     handler = logging.StreamHandler(output)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=shared,
+            foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder(_LIBRARY_FIELDS)],
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
         )
     )
@@ -95,3 +161,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
     root.setLevel(numeric)
     for name in _QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
+    for name in ("mail.log", "mail.debug"):
+        library = logging.getLogger(name)
+        library.filters[:] = [f for f in library.filters if not isinstance(f, _SmtpLibraryEvents)]
+        library.addFilter(_SmtpLibraryEvents())

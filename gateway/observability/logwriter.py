@@ -83,9 +83,7 @@ class LogWriter:
     def _run(self) -> None:
         while True:
             with self._condition:
-                self._condition.wait_for(
-                    lambda: self._lines or self._dropped or self._closing
-                )
+                self._condition.wait_for(lambda: self._lines or self._dropped or self._closing)
                 if self._closing and not self._lines and not self._dropped:
                     return
                 batch = "".join(self._lines)

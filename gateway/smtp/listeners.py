@@ -11,8 +11,11 @@ from dataclasses import dataclass
 import structlog
 
 from gateway.config import Listener, SmtpSettings, TlsMode
+from gateway.errors import ConfigError, ConfigIssue
+from gateway.network import bind_issue
 from gateway.smtp.handler import Handler
-from gateway.smtp.session import GatewaySMTP, SessionRegistry
+from gateway.smtp.registry import SessionRegistry
+from gateway.smtp.session import GatewaySMTP, SessionLimits
 from gateway.smtp.tls import server_context
 
 log = structlog.get_logger("gateway.smtp")
@@ -30,9 +33,12 @@ class Bound:
 class Listeners:
     """The SMTP servers of one gateway."""
 
-    def __init__(self, settings: SmtpSettings, handler: Handler, size_limit: int) -> None:
+    def __init__(
+        self, settings: SmtpSettings, handler: Handler, size_limit: int, *, size_reason: str = ""
+    ) -> None:
         self._settings = settings
         self._size_limit = size_limit  # SIZE: what the most capable route delivers
+        self._size_reason = size_reason  # why no route delivers more
         self._handler = handler
         self.registry = SessionRegistry()
         self._servers: list[asyncio.Server] = []
@@ -41,8 +47,9 @@ class Listeners:
         self._fqdn = "localhost"  # this host's name, looked up once at start (see _smtp)
 
     async def start(self) -> None:
-        """Bind every listener; the first failure closes the others and is raised."""
-        loop = asyncio.get_running_loop()
+        """Bind every listener. When any cannot be bound (the port is taken, a port below 1024
+        without the capability, a TLS pair that does not match), the others are closed and one
+        `ConfigError` names each failing `smtp.listeners[i]`, its address, cause and remedy."""
         # aiosmtpd would call getfqdn() for every connection when no hostname is configured: a
         # DNS lookup on the event loop each time. The name is looked up once, here.
         self._fqdn = await asyncio.to_thread(socket.getfqdn)
@@ -51,44 +58,56 @@ class Listeners:
                 "message_size_capped",
                 configured=self._settings.max_message_size,
                 advertised=self._size_limit,
-                reason="no tenant can deliver larger messages: one Graph request carries at "
-                "most 4 MB of base64; set large_messages: true on a tenant (needs "
-                "Mail.ReadWrite) to deliver larger ones through upload sessions",
+                reason=f"no tenant delivers larger messages: {self._size_reason}"
+                if self._size_reason
+                else "no tenant delivers larger messages",
             )
+        issues: list[ConfigIssue] = []
         try:
             for index, listener in enumerate(self._settings.listeners):
-                context = None
-                if listener.tls is not TlsMode.NONE:
-                    assert listener.tls_files is not None
-                    context = server_context(listener.tls_files, f"smtp.listeners[{index}]")
-                    self._contexts[listener.name] = context
-                server = await loop.create_server(
-                    lambda listener=listener, context=context: self._protocol(listener, context),
-                    host=listener.address,
-                    port=listener.port,
-                    ssl=context if listener.tls is TlsMode.IMPLICIT else None,
-                    reuse_address=True,
-                )
-                self._servers.append(server)
-                host, port = server.sockets[0].getsockname()[:2]
-                self.bound.append(Bound(listener, host, port))
-                if listener.tls_files and listener.tls_files.min_version in ("tlsv1", "tlsv1.1"):
-                    log.warning(
-                        "old_tls_allowed",
-                        listener=listener.name,
-                        min_version=listener.tls_files.min_version,
-                        reason="opted in for old devices; TLS before 1.2 is weak",
-                    )
-                log.info(
-                    "listening",
-                    listener=listener.name,
-                    address=host,
-                    port=port,
-                    tls=listener.tls.value,
-                )
+                issues += await self._bind(index, listener)
         except BaseException:
             self.close()
             raise
+        if issues:  # every listener that cannot be bound, at once: one error, exit status 78
+            self.close()
+            raise ConfigError(issues)
+
+    async def _bind(self, index: int, listener: Listener) -> list[ConfigIssue]:
+        """Bind one listener; the problems that stop it (none when it listens)."""
+        where = f"smtp.listeners[{index}]"
+        context = None
+        if listener.tls is not TlsMode.NONE:
+            assert listener.tls_files is not None
+            try:
+                context = server_context(listener.tls_files, where)
+            except ConfigError as error:
+                return list(error.issues)
+            self._contexts[listener.name] = context
+        try:
+            server = await asyncio.get_running_loop().create_server(
+                lambda: self._protocol(listener, context),
+                host=listener.address,
+                port=listener.port,
+                ssl=context if listener.tls is TlsMode.IMPLICIT else None,
+                reuse_address=True,
+            )
+        except OSError as error:
+            return [bind_issue(error, where, listener.address, listener.port)]
+        self._servers.append(server)
+        host, port = server.sockets[0].getsockname()[:2]
+        self.bound.append(Bound(listener, host, port))
+        if listener.tls_files and listener.tls_files.min_version in ("tlsv1", "tlsv1.1"):
+            log.warning(
+                "old_tls_allowed",
+                listener=listener.name,
+                min_version=listener.tls_files.min_version,
+                reason="opted in for old devices; TLS before 1.2 is weak",
+            )
+        log.info(
+            "listening", listener=listener.name, address=host, port=port, tls=listener.tls.value
+        )
+        return []
 
     def _protocol(self, listener: Listener, context: ssl.SSLContext | None) -> GatewaySMTP:
         starttls = context if listener.tls is TlsMode.STARTTLS else None
@@ -101,10 +120,20 @@ class Listeners:
             return self._smtp(listener, starttls)
 
     def _smtp(self, listener: Listener, starttls: ssl.SSLContext | None) -> GatewaySMTP:
+        settings = self._settings
         return GatewaySMTP(
             self._handler,
             registry=self.registry,
-            limits=(self._settings.max_connections, self._settings.max_connections_per_ip),
+            limits=SessionLimits(
+                max_connections=settings.max_connections,
+                per_ip=settings.max_connections_per_ip,
+                reserved=settings.reserved_connections,
+                idle=settings.idle_timeout,
+                login=settings.login_timeout,
+                messages=settings.max_messages_per_connection,
+                junk=settings.max_junk_commands,
+                recipients=settings.max_recipients,
+            ),
             proxy_networks=listener.proxy_networks,
             listener=listener.name,
             hostname=self._settings.hostname or self._fqdn,

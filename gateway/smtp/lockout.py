@@ -41,14 +41,19 @@ class FailureLimiter:
             return False
         return True
 
-    def failed(self, address: str) -> bool:
-        """Count one failure; True when this failure locks the address out."""
+    def begin(self, address: str) -> bool:
+        """A login is about to be checked: False if `address` is locked out, else the attempt
+        is counted now, as a failure until `succeeded` says otherwise. Counting before the
+        (slow) password check means parallel attempts cannot all pass the lockout check first:
+        at most `max_failures` passwords are tried per window, however many arrive at once."""
+        if self.locked(address):
+            return False
         now = self._clock()
         if len(self._failures) > _MAX_TRACKED:  # many addresses (IPv6 spraying): forget stale ones
             self._failures = {
                 key: times
                 for key, times in self._failures.items()
-                if times[-1] >= now - self._window
+                if times and times[-1] >= now - self._window
             }
         recent = self._failures.setdefault(address, deque())
         recent.append(now)
@@ -57,9 +62,14 @@ class FailureLimiter:
         if len(recent) >= self._max:
             self._locked_until[address] = now + self._lockout
             del self._failures[address]
-            return True
-        return False
+        return True
+
+    def failed(self, address: str) -> bool:
+        """Count one failed login (begin + no success); True when it locks the address out."""
+        return self.begin(address) and self.locked(address)
 
     def succeeded(self, address: str) -> None:
-        """A successful login clears the address's failures."""
+        """A successful login clears the address's failures (and a lockout its own attempt
+        started, since that attempt was not a failure after all)."""
         self._failures.pop(address, None)
+        self._locked_until.pop(address, None)

@@ -1,6 +1,8 @@
-"""The durable queue: accepted messages live here until Graph has taken them."""
+"""The file spool: the embedded queue backend (one node, one directory). `Spool` is the
+blocking directory itself, `FileQueue` the gateway's `Queue` on top of it."""
 
-from gateway.spool.format import Envelope
-from gateway.spool.store import QueuedMessage, Recovered, Spool
+from gateway.queue.model import Envelope, QueuedMessage
+from gateway.spool.queue import FileQueue
+from gateway.spool.store import Spool
 
-__all__ = ["Envelope", "QueuedMessage", "Recovered", "Spool"]
+__all__ = ["Envelope", "FileQueue", "QueuedMessage", "Spool"]

@@ -22,150 +22,57 @@ them in a thread.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import json
 import os
-import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-from gateway.errors import SpoolError
-from gateway.spool.format import (
-    CorruptRecord,
+import structlog
+
+from gateway.errors import CorruptRecord, SpoolError
+from gateway.queue.model import (
+    QUEUE_STATES,
+    Arrival,
+    Due,
     Envelope,
-    encode_head,
+    Exported,
+    QueuedMessage,
+    is_queue_id,
     new_queue_id,
-    parse_envelope,
-    queued_at,
-    split_head,
 )
+from gateway.spool.files import open_body, read_envelope, read_json
+from gateway.spool.inventory import SpoolInventory
+from gateway.spool.writing import GroupSync, RecordWriter, fsync_directory, write_atomic
 
-STATES = ("queue", "active", "hold", "corrupt")
+log = structlog.get_logger("gateway.spool")
+STATES = QUEUE_STATES
 _DIRECTORIES = ("tmp", *STATES, "meta")
-_SUFFIX = ".msg"
+SUFFIX = ".msg"
+INLINE_BODY = 4 * 1024 * 1024  # larger messages are read from their file as delivery needs
+COPY_PIECE = 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class QueuedMessage:
-    """A message read back from the spool, with how often delivery was tried already."""
-
-    envelope: Envelope
-    message: bytes
-    attempts: int = 0
-
-    @property
-    def queue_id(self) -> str:
-        """The queue ID the client was given with 250."""
-        return self.envelope.queue_id
-
-
-class Recovered(NamedTuple):
-    """A queued message found at start-up."""
-
-    queue_id: str
-    next_attempt: float  # wall-clock time
-    size: int  # bytes of its spool file (envelope and message)
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One message as `queue list` shows it."""
-
-    queue_id: str
-    state: str
-    next_attempt: float
-    size: int
-
-
-def _read_record(path: Path) -> tuple[Envelope, bytes]:
-    """Envelope and message of a queue file, the message read straight into one buffer."""
-    with path.open("rb") as handle:
-        first = handle.readline()
-        if not first.endswith(b"\n"):
-            raise CorruptRecord("not a queue file")
-        envelope = parse_envelope(handle.read(split_head(first.rstrip(b"\n"))))
-        message = handle.read(envelope.size + 1)
-    if len(message) != envelope.size:
-        raise CorruptRecord(f"message is {len(message)} bytes, envelope says {envelope.size}")
-    return envelope, message
-
-
-def read_envelope(path: Path) -> Envelope:
-    """The envelope of a queue file, reading only its head."""
-    with path.open("rb") as handle:
-        length = split_head(handle.readline().rstrip(b"\n"))
-        return parse_envelope(handle.read(length))
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-class _GroupSync:
-    """fsync of one directory shared by every writer waiting for it (group commit).
-
-    A writer renames its file into the directory, then calls `sync()`, which returns only after
-    an fsync that *started after* the call. Writers that arrive while an fsync runs are covered
-    together by the next one, so N concurrent messages cost far fewer than N directory syncs,
-    and none is acknowledged before its own rename is durable.
-    """
-
-    def __init__(self, directory: Path) -> None:
-        self._directory = directory
-        self._condition = threading.Condition()
-        self._requested = 0
-        self._completed = 0
-        self._running = False
-        self.syncs = 0
-
-    def sync(self) -> None:
-        with self._condition:
-            self._requested += 1
-            mine = self._requested
-            while self._completed < mine:
-                if self._running:
-                    self._condition.wait()
-                    continue
-                self._running = True
-                covered = self._requested
-                self._condition.release()
-                try:
-                    _fsync_directory(self._directory)
-                finally:
-                    self._condition.acquire()
-                    self._running = False
-                    self._condition.notify_all()
-                self._completed = covered
-                self.syncs += 1
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".tmp")
-    partial.write_text(text)
-    os.replace(partial, path)
-
-
-class Spool:
+class Spool(SpoolInventory):
     """One spool directory, owned by one process at a time."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self.listed = {}
         self._lock_fd: int | None = None
-        self._queue_sync = _GroupSync(directory / "queue")
+        self._queue_sync = GroupSync(directory / "queue")
+        self.queue_sync = self._queue_sync.sync
+        # Messages a worker holds in active/ (set operations are atomic under the GIL, and
+        # the spool's threads and the event loop both lease and release).
+        self._leases: set[str] = set()
 
-    def _dir(self, state: str) -> Path:
+    def dir(self, state: str) -> Path:
         return self.directory / state
 
-    def _path(self, state: str, queue_id: str) -> Path:
-        return self.directory / state / (queue_id + _SUFFIX)
+    def path(self, state: str, queue_id: str) -> Path:
+        return self.directory / state / (queue_id + SUFFIX)
 
     # -- ownership ---------------------------------------------------------------------------
 
@@ -174,7 +81,7 @@ class Spool:
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             for name in _DIRECTORIES:
-                self._dir(name).mkdir(mode=0o700, exist_ok=True)
+                self.dir(name).mkdir(mode=0o700, exist_ok=True)
             fd = os.open(self.directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as error:
             raise SpoolError(f"cannot use spool {self.directory}: {error.strerror}") from None
@@ -193,60 +100,113 @@ class Spool:
             os.close(self._lock_fd)
             self._lock_fd = None
 
-    def recover(self) -> list[Recovered]:
+    def recover(self) -> list[Due]:
         """After a start or crash: drop partial writes, requeue leased messages.
 
         Returns every queued message (with its next attempt and size), oldest ID first.
         Whatever was being delivered when the process stopped is queued again for now:
-        delivered again at least once, never lost.
+        delivered again at least once, never lost. Anything in queue/ or active/ that is not a
+        regular file with a queue ID for a name goes to corrupt/ (see `_scan`).
         """
-        for leftover in self._dir("tmp").iterdir():
-            leftover.unlink(missing_ok=True)
+        self._remove_leftovers()
         now = time.time()
-        for leased in self._dir("active").glob("*" + _SUFFIX):
+        requeued = set()
+        for queue_id, _size in self._scan("active"):
+            leased = self.path("active", queue_id)
             os.utime(leased, (now, now))
-            os.replace(leased, self._dir("queue") / leased.name)
-        _fsync_directory(self._dir("queue"))
-        found = []
-        with os.scandir(self._dir("queue")) as entries:
-            for entry in entries:
-                if entry.name.endswith(_SUFFIX):
-                    stat = entry.stat()
-                    found.append(
-                        Recovered(entry.name[: -len(_SUFFIX)], stat.st_mtime, stat.st_size)
-                    )
+            os.replace(leased, self.path("queue", queue_id))
+            requeued.add(queue_id)
+        fsync_directory(self.dir("queue"))
+        found = [
+            Due(queue_id, mtime, size, queue_id in requeued, self._outage(queue_id, mtime, now))
+            for queue_id, (size, mtime) in self._scan_with_times("queue")
+        ]
         found.sort()
         return found
 
+    def _outage(self, queue_id: str, next_attempt: float, now: float) -> str:
+        """The tenant whose outage deferred a message that is not due yet (its history's last
+        record says so), else "" (a message due now is tried anyway)."""
+        if next_attempt <= now:
+            return ""
+        history = self.attempts(queue_id)
+        tenant = history[-1].get("outage") if history else None
+        return tenant if isinstance(tenant, str) else ""
+
+    def _remove_leftovers(self) -> None:
+        """Partial writes: tmp/ (never acknowledged) and `*.tmp` side files a failed write left."""
+        for leftover in self.dir("tmp").iterdir():
+            with contextlib.suppress(OSError):
+                leftover.unlink(missing_ok=True)
+        for name in ("meta", "hold"):
+            for leftover in self.dir(name).glob("*.tmp"):
+                with contextlib.suppress(OSError):
+                    leftover.unlink(missing_ok=True)
+
+    def _scan(self, state: str) -> list[tuple[str, int]]:
+        """(queue ID, size) of every record in a state directory, by name order."""
+        return [(queue_id, size) for queue_id, (size, _mtime) in self._scan_with_times(state)]
+
+    def _scan_with_times(self, state: str) -> list[tuple[str, tuple[int, float]]]:
+        """(queue ID, (size, mtime)) of every regular `ID.msg` file in a state directory.
+        Other entries named `*.msg` (links, FIFOs, directories, names that are not queue IDs)
+        are moved to corrupt/ with a log line: never followed, never opened."""
+        found = []
+        with os.scandir(self.dir(state)) as entries:
+            listed = sorted(entries, key=lambda item: item.name)
+        for entry in listed:
+            if not entry.name.endswith(SUFFIX):
+                continue
+            queue_id = entry.name[: -len(SUFFIX)]
+            try:
+                regular = entry.is_file(follow_symlinks=False)
+                stat = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # gone meanwhile
+            if regular and is_queue_id(queue_id):
+                found.append((queue_id, (stat.st_size, stat.st_mtime)))
+            elif state in ("queue", "active"):
+                why = "not a queue ID" if regular else "not a regular file"
+                self._quarantine(Path(entry.path), why)
+        return found
+
+    def _quarantine(self, path: Path, reason: str) -> None:
+        """Move a spool entry that is not a record to corrupt/ (under a fresh name if taken)."""
+        target = self.dir("corrupt") / path.name
+        if os.path.lexists(target):
+            target = target.with_name(f"{path.name}.{new_queue_id()}")
+        try:
+            os.rename(path, target)
+        except OSError as error:
+            log.error(
+                "spool_entry_unmovable",
+                path=str(path),
+                reason=reason,
+                error=error.strerror,
+                action="remove it by hand",
+            )
+            return
+        queue_id = path.name.removesuffix(SUFFIX)
+        log.error(
+            "spool_corrupt",
+            queue_id=queue_id if is_queue_id(queue_id) else None,
+            path=str(path),
+            reason=reason,
+            action=f"moved to {target} for inspection; it is never delivered",
+        )
+
     # -- the delivery path -------------------------------------------------------------------
 
-    def store(
-        self,
-        *,
-        mail_from: str,
-        rcpt_tos: tuple[str, ...],
-        message: bytes,
-        client: str,
-        peer: str,
-        listener: str,
-        send_as: str = "",
-        user: str = "",
-    ) -> str:
-        """Write a message durably and return its queue ID. `SpoolError` if it cannot."""
-        envelope = Envelope(
-            new_queue_id(),
-            mail_from,
-            rcpt_tos,
-            time.time(),
-            client,
-            peer,
-            listener,
-            len(message),
-            send_as,
-            user,
-        )
-        self._write(envelope, message)
-        return envelope.queue_id
+    def receive(self) -> RecordWriter:
+        """A new message, to be written as it arrives (see `RecordWriter`)."""
+        return RecordWriter(self, new_queue_id())
+
+    def store(self, arrival: Arrival, message: bytes) -> str:
+        """Write a whole message durably and return its queue ID. `SpoolError` if it cannot."""
+        writer = self.receive()
+        writer.write(message)
+        writer.commit(arrival.envelope(writer.queue_id, len(message)))
+        return writer.queue_id
 
     def split(
         self,
@@ -262,196 +222,200 @@ class Spool:
         the original's arrival time (the queue lifetime still counts from it) and its attempt
         history with `attempt` added, so backoff and `queue show` go on from there.
         """
-        envelope = replace(queued.envelope, queue_id=new_queue_id(), rcpt_tos=rcpt_tos)
+        writer = self.receive()
+        envelope = replace(queued.envelope, queue_id=writer.queue_id, rcpt_tos=rcpt_tos)
         with contextlib.suppress(OSError):  # the history is a courtesy, not the message
             self._save_history(envelope.queue_id, [*self.attempts(queued.queue_id), attempt])
         try:
-            self._write(envelope, queued.message, next_attempt)
+            message = queued.message
+            for start in range(0, len(message), COPY_PIECE):  # a large one a piece at a time
+                writer.write(message[start : start + COPY_PIECE])
+            writer.commit(envelope, next_attempt)
         except SpoolError:
             self._meta(envelope.queue_id).unlink(missing_ok=True)
             raise
         return envelope.queue_id
 
-    def _write(self, envelope: Envelope, message: bytes, next_attempt: float | None = None) -> None:
-        """tmp/ → fdatasync → rename into queue/ → directory fsync (shared, see `_GroupSync`)."""
-        partial = self._path("tmp", envelope.queue_id)
-        try:
-            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                # Head and message are written in turn: a 40 MB message is not copied first.
-                for part in (encode_head(envelope), message):
-                    view = memoryview(part)
-                    while view:
-                        view = view[os.write(fd, view) :]
-                os.fdatasync(fd)  # data and size; the name is made durable by the dir fsync
-            finally:
-                os.close(fd)
-            if next_attempt is not None:
-                os.utime(partial, (time.time(), next_attempt))
-            os.rename(partial, self._path("queue", envelope.queue_id))
-            self._queue_sync.sync()
-        except OSError as error:
-            with contextlib.suppress(OSError):
-                partial.unlink(missing_ok=True)
-            reason = "spool disk is full" if error.errno == errno.ENOSPC else error.strerror
-            raise SpoolError(f"cannot store message: {reason}") from None
-
     def lease(self, queue_id: str) -> QueuedMessage | None:
         """Move a queued message to active/ and read it; None if it is no longer queued.
 
-        A file that is not a complete record goes to corrupt/ and `CorruptRecord` is raised.
+        A message up to `INLINE_BODY` is read into memory; a larger one stays in its file and
+        is read as it is needed (`FileBody`, closed by `QueuedMessage.close`). The message
+        stays leased until `release`, `complete` or `hold` (or `abandon`). A file that is not a
+        complete record goes to corrupt/ and `CorruptRecord` is raised.
         """
-        active = self._path("active", queue_id)
+        active = self.path("active", queue_id)
+        self._leases.add(queue_id)  # before the rename: `reclaim` must never take it
         try:
-            os.rename(self._path("queue", queue_id), active)
+            os.rename(self.path("queue", queue_id), active)
         except FileNotFoundError:
+            self._leases.discard(queue_id)
             return None
         try:
-            envelope, message = _read_record(active)
-        except CorruptRecord:
-            os.replace(active, self._path("corrupt", queue_id))
+            envelope, body = open_body(active, queue_id)
+        except CorruptRecord as error:
+            self._leases.discard(queue_id)
+            self._quarantine(active, str(error))
             raise
-        return QueuedMessage(envelope, message, len(self.attempts(queue_id)))
+        except BaseException:
+            self._leases.discard(queue_id)  # `reclaim` puts it back in the queue
+            raise
+        attempts = len(self.attempts(queue_id))
+        if envelope.size > INLINE_BODY:
+            return QueuedMessage(envelope, body, attempts, close=body.close)
+        try:
+            message = bytes(body)
+        finally:
+            body.close()
+        return QueuedMessage(envelope, message, attempts)
 
     def peek(self, queue_id: str) -> Envelope | None:
         """The envelope of a queued message without leasing it; None if it is not queued."""
         try:
-            return read_envelope(self._path("queue", queue_id))
+            return read_envelope(self.path("queue", queue_id), queue_id)
         except FileNotFoundError:
             return None
 
     def release(self, queue_id: str, next_attempt: float) -> None:
-        """Put a leased message back in the queue, not to be tried before `next_attempt`."""
-        active = self._path("active", queue_id)
+        """Put a leased message back in the queue, not to be tried before `next_attempt`.
+        Needs no free space: a change of mtime and a rename."""
+        active = self.path("active", queue_id)
         os.utime(active, (time.time(), next_attempt))
-        os.replace(active, self._path("queue", queue_id))
+        os.replace(active, self.path("queue", queue_id))
+        self._leases.discard(queue_id)
+
+    def defer(self, queue_id: str, next_attempt: float, attempt: dict[str, Any]) -> str | None:
+        """Write the attempt (best effort) and queue the message again: a deferral needs no
+        free space, so a full disk cannot strand it in active/. Why the history could not be
+        written, or None."""
+        problem = self.record_attempt(queue_id, attempt)
+        self.release(queue_id, next_attempt)
+        return problem
 
     def complete(self, queue_id: str) -> None:
         """Forget a delivered message."""
-        self._path("active", queue_id).unlink(missing_ok=True)
+        self.path("active", queue_id).unlink(missing_ok=True)
+        self._leases.discard(queue_id)
         self._meta(queue_id).unlink(missing_ok=True)
 
-    def hold(self, queue_id: str, reason: dict[str, Any], *, state: str = "active") -> bool:
-        """Park a message (leased, or queued when an administrator asks) with its reason."""
-        note = self._dir("hold") / f"{queue_id}.reason.json"
-        _write_atomic(note, json.dumps({**reason, "held_at": time.time()}, indent=2) + "\n")
+    def abandon(self, queue_id: str) -> None:
+        """Give up a lease without moving the message: `reclaim` queues it again later. For a
+        worker that could neither finish nor release a message (the disk failing under it)."""
+        self._leases.discard(queue_id)
+
+    def reclaim(self) -> list[str]:
+        """Messages in active/ that no lease holds (their worker failed before it could put
+        them back): queued again, due now. Their IDs."""
+        back = []
+        now = time.time()
+        for queue_id, _size in self._scan("active"):
+            if queue_id in self._leases:
+                continue
+            active = self.path("active", queue_id)
+            try:
+                os.utime(active, (now, now))
+                os.replace(active, self.path("queue", queue_id))
+            except FileNotFoundError:
+                continue
+            except OSError as error:
+                log.error(
+                    "spool_requeue_failed",
+                    queue_id=queue_id,
+                    error=error.strerror,
+                    action="it is tried again at the next check; see the spool's disk",
+                )
+                continue
+            back.append(queue_id)
+        return back
+
+    def hold(
+        self,
+        queue_id: str,
+        reason: dict[str, Any],
+        *,
+        state: str = "active",
+        attempt: dict[str, Any] | None = None,
+    ) -> bool:
+        """Park a message (leased, or queued when an administrator asks) with its reason (and
+        the attempt that decided it in its history).
+
+        The reason and the attempt are written when the disk has room; the hold itself is a
+        rename, which needs none, so a full disk cannot keep a message from being held."""
+        if attempt is not None and (problem := self.record_attempt(queue_id, attempt)):
+            log.warning("history_not_written", queue_id=queue_id, error=problem)
+        note = self.dir("hold") / f"{queue_id}.reason.json"
         try:
-            os.replace(self._path(state, queue_id), self._path("hold", queue_id))
+            write_atomic(note, json.dumps({**reason, "held_at": time.time()}, indent=2) + "\n")
+        except OSError as error:
+            log.error(
+                "hold_reason_not_written",
+                queue_id=queue_id,
+                error=error.strerror,
+                reason=reason.get("reason"),
+                action="the message is held all the same",
+            )
+        try:
+            os.replace(self.path(state, queue_id), self.path("hold", queue_id))
         except FileNotFoundError:
             note.unlink(missing_ok=True)
             return False
-        _fsync_directory(self._dir("hold"))
+        if state == "active":
+            self._leases.discard(queue_id)
+        fsync_directory(self.dir("hold"))
         return True
 
-    def record_attempt(self, queue_id: str, attempt: dict[str, Any]) -> None:
-        """Append one attempt to the message's history (for `queue show` and retry counts)."""
-        self._save_history(queue_id, [*self.attempts(queue_id), attempt])
+    def adopt(self, message: Exported) -> bool:
+        """Keep a message another queue exported, under its queue ID, in its state (queued
+        with its next attempt, or held with its reason) and with its history; durable before
+        it returns. False when the spool has it already (an interrupted `spool migrate` run
+        again). `SpoolError` when it cannot be written: nothing is kept then."""
+        queue_id = message.queue_id
+        if not is_queue_id(queue_id):
+            raise CorruptRecord(f"{queue_id!r} is not a queue ID")
+        if self.state_of(queue_id) is not None:
+            return False
+        writer = RecordWriter(self, queue_id)
+        body = message.message
+        try:
+            for start in range(0, len(body), COPY_PIECE):
+                writer.write(body[start : start + COPY_PIECE])
+            if message.attempts:
+                self._save_history(queue_id, list(message.attempts))
+            if message.state == "hold":
+                note = {"reason": "held", **(message.hold_reason or {})}
+                write_atomic(self.dir("hold") / f"{queue_id}.reason.json", json.dumps(note))
+            writer.commit(message.envelope, message.next_attempt, state=message.state)
+        except (OSError, SpoolError) as error:
+            writer.abort()
+            self._meta(queue_id).unlink(missing_ok=True)
+            (self.dir("hold") / f"{queue_id}.reason.json").unlink(missing_ok=True)
+            if isinstance(error, SpoolError):
+                raise
+            raise SpoolError(f"cannot store message: {error.strerror}") from None
+        return True
 
-    def _meta(self, queue_id: str) -> Path:
-        return self._dir("meta") / f"{queue_id}.json"
+    def record_attempt(self, queue_id: str, attempt: dict[str, Any]) -> str | None:
+        """Append one attempt to the message's history (for `queue show` and retry counts).
+
+        Best effort: the history is a courtesy, not the message. The reason it could not be
+        written (a full disk), or None."""
+        try:
+            self._save_history(queue_id, [*self.attempts(queue_id), attempt])
+        except OSError as error:
+            return error.strerror or type(error).__name__
+        return None
 
     def _save_history(self, queue_id: str, history: list[dict[str, Any]]) -> None:
         text = json.dumps({"attempts": history}, separators=(",", ":"))
-        _write_atomic(self._meta(queue_id), text)
+        write_atomic(self._meta(queue_id), text)
 
     def attempts(self, queue_id: str) -> list[dict[str, Any]]:
-        """The attempt history of a message (empty when it was never tried)."""
-        try:
-            data = json.loads(self._meta(queue_id).read_text())
-        except (OSError, ValueError):
-            return []
+        """The attempt history of a message (empty when it was never tried or is unreadable)."""
+        data = read_json(self._meta(queue_id))
         attempts = data.get("attempts", []) if isinstance(data, dict) else []
-        return attempts if isinstance(attempts, list) else []
-
-    # -- administration ----------------------------------------------------------------------
-
-    def state_of(self, queue_id: str) -> str | None:
-        """Which state a message is in, or None if the spool does not have it."""
-        for state in STATES:
-            if self._path(state, queue_id).exists():
-                return state
-        return None
-
-    def entries(self, state: str | None = None) -> Iterator[Entry]:
-        """Every message (optionally of one state), without reading message bodies."""
-        for name in [state] if state else STATES:
-            with os.scandir(self._dir(name)) as found:
-                for entry in sorted(found, key=lambda item: item.name):
-                    if entry.name.endswith(_SUFFIX):
-                        stat = entry.stat()
-                        queue_id = entry.name[: -len(_SUFFIX)]
-                        yield Entry(queue_id, name, stat.st_mtime, stat.st_size)
-
-    def show(self, queue_id: str) -> dict[str, Any] | None:
-        """Everything known about one message: envelope, state, attempts, hold reason."""
-        state = self.state_of(queue_id)
-        if state is None:
-            return None
-        path = self._path(state, queue_id)
-        info: dict[str, Any] = {"queue_id": queue_id, "state": state}
-        try:
-            info["envelope"] = read_envelope(path)
-            if state == "queue":
-                info["next_attempt"] = path.stat().st_mtime
-        except (OSError, CorruptRecord) as error:
-            info["error"] = str(error)
-        info["attempts"] = self.attempts(queue_id)
-        if state == "hold":
-            with contextlib.suppress(OSError, ValueError):
-                note = self._dir("hold") / f"{queue_id}.reason.json"
-                info["hold"] = json.loads(note.read_text())
-        return info
-
-    def requeue(self, queue_id: str) -> bool:
-        """Make a queued or held message due now (`queue retry` / `queue release`)."""
-        state = self.state_of(queue_id)
-        if state not in ("queue", "hold"):
-            return False
-        path = self._path(state, queue_id)
-        now = time.time()
-        try:
-            os.utime(path, (now, now))
-            if state == "hold":
-                os.replace(path, self._path("queue", queue_id))
-                (self._dir("hold") / f"{queue_id}.reason.json").unlink(missing_ok=True)
-        except FileNotFoundError:
-            return False
-        return True
-
-    def delete(self, queue_id: str) -> bool:
-        """Remove a queued, held or corrupt message for good (never one being delivered)."""
-        for state in ("queue", "hold", "corrupt"):
-            try:
-                self._path(state, queue_id).unlink()
-            except FileNotFoundError:
-                continue
-            (self._dir("hold") / f"{queue_id}.reason.json").unlink(missing_ok=True)
-            self._meta(queue_id).unlink(missing_ok=True)
-            return True
-        return False
-
-    # -- resource checks ---------------------------------------------------------------------
-
-    def count(self, state: str) -> int:
-        """How many messages are in one state."""
-        with os.scandir(self._dir(state)) as entries:
-            return sum(1 for entry in entries if entry.name.endswith(_SUFFIX))
-
-    def census(self) -> dict[str, object]:
-        """Messages per state and the age of the oldest one waiting (queue or active)."""
-        states: dict[str, int] = {}
-        oldest = ""
-        for state in STATES:
-            count = 0
-            with os.scandir(self._dir(state)) as entries:
-                for entry in entries:
-                    if entry.name.endswith(_SUFFIX):
-                        count += 1
-                        if state in ("queue", "active") and (not oldest or entry.name < oldest):
-                            oldest = entry.name
-            states[state] = count
-        born = queued_at(oldest) if oldest else None
-        return {"states": states, "oldest_age": max(0.0, time.time() - born) if born else 0.0}
+        if not isinstance(attempts, list):
+            return []
+        return [attempt for attempt in attempts if isinstance(attempt, dict)]
 
     def free_bytes(self) -> int:
         """Bytes available to this process on the spool's file system."""
@@ -460,4 +424,4 @@ class Spool:
 
     def writable(self) -> bool:
         """Whether a file can be created in the spool right now."""
-        return self._dir("tmp").is_dir() and os.access(self._dir("tmp"), os.W_OK | os.X_OK)
+        return self.dir("tmp").is_dir() and os.access(self.dir("tmp"), os.W_OK | os.X_OK)

@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import smtplib
-import socket
 import subprocess
 import sys
 import time
@@ -17,15 +16,10 @@ from pathlib import Path
 from gateway.emulator import Emulator
 from tests.support.gateway import config_document, write_config
 from tests.support.load import load_message
+from tests.support.ports import free_port
 
 F_SETPIPE_SZ = 1031  # Linux
 MESSAGES = 60
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def test_mail_flows_while_nobody_reads_the_log(tmp_path: Path, emulator: Emulator) -> None:
@@ -38,10 +32,13 @@ async def test_mail_flows_while_nobody_reads_the_log(tmp_path: Path, emulator: E
     fcntl.fcntl(write_end, F_SETPIPE_SZ, 4096)  # a few lines fill it; then writes would block
     daemon = subprocess.Popen(
         [sys.executable, "-m", "gateway", "serve", "--config", str(config)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=write_end,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=write_end,
     )
     os.close(write_end)
     try:
+
         def send_all() -> list[dict[str, object]]:
             answers = []
             for attempt in range(200):  # wait for the listener without reading the log
@@ -54,15 +51,18 @@ async def test_mail_flows_while_nobody_reads_the_log(tmp_path: Path, emulator: E
                     time.sleep(0.05)
             for index in range(MESSAGES):
                 with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
-                    answers.append(client.sendmail("scanner@contoso.com", ["alice@contoso.com"],
-                                                   load_message(f"blocked-{index}@log.test")))
+                    answers.append(
+                        client.sendmail(
+                            "scanner@contoso.com",
+                            ["alice@contoso.com"],
+                            load_message(f"blocked-{index}@log.test"),
+                        )
+                    )
             return answers
 
         answers = await asyncio.to_thread(send_all)
         assert answers == [{}] * MESSAGES  # every message answered 250, with the log stuck
-        async with asyncio.timeout(30):
-            while len(emulator.delivered()) < MESSAGES:
-                await asyncio.sleep(0.05)
+        await emulator.wait_delivered(MESSAGES, timeout=30)
         assert daemon.poll() is None
 
         daemon.send_signal(signal.SIGTERM)  # now read the log: nothing logged was lost

@@ -26,31 +26,46 @@ from tests.support.process import GatewayProcess
 async def create_certificate(tmp_path: Path) -> str:
     """`cert create` for contoso in `tmp_path` (key password in `pw`); its output."""
     (tmp_path / "pw").write_text("key-pass-4411\n")
-    created = await asyncio.to_thread(run_cli, "cert", "create", "--out", str(tmp_path),
-                                      "--name", "contoso", "--password-file", str(tmp_path / "pw"))
+    created = await asyncio.to_thread(
+        run_cli,
+        "cert",
+        "create",
+        "--out",
+        str(tmp_path),
+        "--name",
+        "contoso",
+        "--password-file",
+        str(tmp_path / "pw"),
+    )
     assert created.returncode == 0, created.stderr
     return created.stdout
 
 
 def certificate_app(tmp_path: Path) -> EmulatorApp:
     """The emulator's app registration that knows the created certificate."""
-    return EmulatorApp(tenant_id="contoso-tenant", client_id="contoso-app",
-                       certificate_pem=(tmp_path / "contoso.pem").read_bytes())
+    return EmulatorApp(
+        tenant_id="contoso-tenant",
+        client_id="contoso-app",
+        certificate_pem=(tmp_path / "contoso.pem").read_bytes(),
+    )
 
 
 def use_certificate(document: dict[str, Any], tmp_path: Path) -> None:
     """The test config's tenant signs in with the created certificate instead of a secret."""
     tenant = document["tenants"][0]
     del tenant["client_secret"]
-    tenant["certificate"] = {"cert_file": str(tmp_path / "contoso.pem"),
-                             "key_file": str(tmp_path / "contoso.key"),
-                             "key_password_file": str(tmp_path / "pw")}
+    tenant["certificate"] = {
+        "cert_file": str(tmp_path / "contoso.pem"),
+        "key_file": str(tmp_path / "contoso.key"),
+        "key_password_file": str(tmp_path / "pw"),
+    }
 
 
 async def test_certificate_tenant_delivers_and_check_shows_the_thumbprint(tmp_path: Path) -> None:
     created = await create_certificate(tmp_path)
-    thumbprint = next(line.split()[-1] for line in created.splitlines()
-                      if line.strip().startswith("thumbprint"))
+    thumbprint = next(
+        line.split()[-1] for line in created.splitlines() if line.strip().startswith("thumbprint")
+    )
     assert (tmp_path / "contoso.key").stat().st_mode & 0o777 == 0o600
     settings = EmulatorSettings(state_dir=tmp_path / "emu", apps=(certificate_app(tmp_path),))
     async with running_emulator(settings) as emu:
@@ -93,8 +108,9 @@ async def test_the_daemon_works_where_memory_cannot_be_writable_and_executable(
     """The unit sets MemoryDenyWriteExecute=yes. The real daemon, under the kernel's own
     form of it, signs its token request with a certificate (cryptography), answers over
     STARTTLS and delivers."""
-    probe = subprocess.run([*UNDER_MDWE, "-c", WRITE_EXECUTE], capture_output=True, text=True,
-                           timeout=30, check=False)
+    probe = subprocess.run(
+        [*UNDER_MDWE, "-c", WRITE_EXECUTE], capture_output=True, text=True, timeout=30, check=False
+    )
     if "prctl(PR_SET_MDWE) failed" in probe.stderr:
         pytest.skip(f"this kernel has no PR_SET_MDWE: {probe.stderr.strip()}")
     assert probe.returncode != 0 and "PermissionError" in probe.stderr  # the restriction holds
@@ -109,11 +125,19 @@ async def test_the_daemon_works_where_memory_cannot_be_writable_and_executable(
         smtp = {
             "hostname": "gateway.test",
             "tls": {"cert_file": str(tmp_path / "tls.crt"), "key_file": str(tmp_path / "tls.key")},
-            "listeners": [{"name": "lan", "address": "127.0.0.1", "port": 0, "tls": "starttls",
-                           "require_tls": True}],
+            "listeners": [
+                {
+                    "name": "lan",
+                    "address": "127.0.0.1",
+                    "port": 0,
+                    "tls": "starttls",
+                    "require_tls": True,
+                }
+            ],
         }
-        document = config_document(tmp_path, emu, smtp=smtp,
-                                   logging={"level": "info", "format": "json"})
+        document = config_document(
+            tmp_path, emu, smtp=smtp, logging={"level": "info", "format": "json"}
+        )
         use_certificate(document, tmp_path)
         gateway = await GatewayProcess.start(write_config(tmp_path, document), python=UNDER_MDWE)
         try:

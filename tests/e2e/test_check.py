@@ -10,13 +10,22 @@ from gateway.emulator import EmulatorApp, EmulatorSettings, Faults, running_emul
 from tests.e2e.test_cli import run_cli
 from tests.support.gateway import config_document, write_config
 
-GOOD = EmulatorApp(tenant_id="contoso-tenant", client_id="contoso-app", client_secret="right-secret")
-NO_CONSENT = EmulatorApp(tenant_id="contoso-tenant", client_id="no-consent-app",
-                         client_secret="right-secret", roles=())
+GOOD = EmulatorApp(
+    tenant_id="contoso-tenant", client_id="contoso-app", client_secret="right-secret"
+)
+NO_CONSENT = EmulatorApp(
+    tenant_id="contoso-tenant", client_id="no-consent-app", client_secret="right-secret", roles=()
+)
 
 
-async def check(tmp_path: Path, emulator, *args: str, client_id: str = "contoso-app",
-                secret: str = "right-secret", **tenant: object):
+async def check(
+    tmp_path: Path,
+    emulator,
+    *args: str,
+    client_id: str = "contoso-app",
+    secret: str = "right-secret",
+    **tenant: object,
+):
     document = config_document(tmp_path, emulator)
     document["tenants"][0].update(client_id=client_id, client_secret=secret, **tenant)
     config = write_config(tmp_path, document)
@@ -56,8 +65,14 @@ async def test_check_explains_each_problem_and_exits_1(tmp_path: Path) -> None:
 async def test_check_sends_a_real_test_message(tmp_path: Path) -> None:
     settings = EmulatorSettings(state_dir=tmp_path / "emu", apps=(GOOD,))
     async with running_emulator(settings) as emulator:
-        sent = await check(tmp_path, emulator, "--mailbox", "scanner@contoso.com",
-                           "--send-test", "admin@contoso.com")
+        sent = await check(
+            tmp_path,
+            emulator,
+            "--mailbox",
+            "scanner@contoso.com",
+            "--send-test",
+            "admin@contoso.com",
+        )
         assert sent.returncode == 0, sent.stdout
         [message] = emulator.delivered()
         assert message.mailbox == "scanner@contoso.com"
@@ -65,13 +80,20 @@ async def test_check_sends_a_real_test_message(tmp_path: Path) -> None:
 
 
 async def test_check_states_the_message_size_limit_and_what_raises_it(tmp_path: Path) -> None:
-    both = EmulatorApp(tenant_id="contoso-tenant", client_id="readwrite-app",
-                       client_secret="right-secret", roles=("Mail.Send", "Mail.ReadWrite"))
+    both = EmulatorApp(
+        tenant_id="contoso-tenant",
+        client_id="readwrite-app",
+        client_secret="right-secret",
+        roles=("Mail.Send", "Mail.ReadWrite"),
+    )
     settings = EmulatorSettings(state_dir=tmp_path / "emu", apps=(GOOD, both))
     async with running_emulator(settings) as emulator:
         plain = await check(tmp_path, emulator, "--json")
-        [size] = [c for c in json.loads(plain.stdout)["tenants"][0]["checks"]
-                  if c["check"] == "message size"]
+        [size] = [
+            c
+            for c in json.loads(plain.stdout)["tenants"][0]["checks"]
+            if c["check"] == "message size"
+        ]
         assert size["result"] == "ok" and "up to 2.9 MiB" in size["detail"]
         assert "large_messages: true" in size["detail"] and "Mail.ReadWrite" in size["detail"]
 
@@ -79,7 +101,12 @@ async def test_check_states_the_message_size_limit_and_what_raises_it(tmp_path: 
         assert missing.returncode == 1  # the large path would fail: say so now
         assert "Mail.ReadWrite is not in the token's roles" in missing.stdout
 
-        granted = await check(tmp_path, emulator, client_id="readwrite-app",
-                              large_messages=True, max_message_size="100MiB")
+        granted = await check(
+            tmp_path,
+            emulator,
+            client_id="readwrite-app",
+            large_messages=True,
+            max_message_size="100MiB",
+        )
         assert granted.returncode == 0, granted.stdout
         assert "up to 100 MiB" in granted.stdout

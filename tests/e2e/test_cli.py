@@ -13,8 +13,14 @@ from tests.support.gateway import config_document, write_config
 
 
 def run_cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway", *args], input=stdin, capture_output=True,
-                          text=True, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_invalid_config_lists_every_error_and_exits_78(tmp_path: Path) -> None:
@@ -29,7 +35,10 @@ def test_invalid_config_lists_every_error_and_exits_78(tmp_path: Path) -> None:
     assert result.returncode == 78
     assert "3 configuration errors" in result.stderr
     assert "smtp.listeners[0].port: must be between 0 and 65535, got 99999" in result.stderr
-    assert "tenants[0].client_secret: environment variable NOT_SET_ANYWHERE is not set" in result.stderr
+    assert (
+        "tenants[0].client_secret: environment variable NOT_SET_ANYWHERE is not set"
+        in result.stderr
+    )
     assert "logging.level: unknown value 'loud'" in result.stderr
 
 

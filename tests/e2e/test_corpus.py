@@ -115,8 +115,9 @@ async def submit(gateway: Running, message: CorpusMessage) -> tuple[str, str]:
             client.ehlo("corpus.test")
             answers = [("MAIL FROM", client.mail(message.sender))]
             answers += [(f"RCPT TO {r}", client.rcpt(r)) for r in message.recipients]
-            refused = [f"{step}: {code} {text.decode()}" for step, (code, text) in answers
-                       if code != 250]
+            refused = [
+                f"{step}: {code} {text.decode()}" for step, (code, text) in answers if code != 250
+            ]
             if refused:
                 return "", "; ".join(refused)
             code, text = client.data(message.raw)
@@ -194,8 +195,11 @@ def attachment_differences(
     if media_type(got.content_type) != expected.content_type:
         differences.append(f"content type {got.content_type!r}")
     if mime and expected.content_type == "message/rfc822":
-        attached = [leaf.content for leaf in raw_leaves(delivered.mime)
-                    if leaf.content_type == "message/rfc822"]
+        attached = [
+            leaf.content
+            for leaf in raw_leaves(delivered.mime)
+            if leaf.content_type == "message/rfc822"
+        ]
         if expected.sha256 not in map(sha256, attached):
             differences.append("the attached message's bytes changed")
     elif sha256(got.content) != expected.sha256:
@@ -221,19 +225,24 @@ def attachment_problems(message: CorpusMessage, delivered: DeliveredMessage) -> 
     for expected in message.attachments:
         if mime and expected.name is None and expected.content_type.startswith("text/"):
             # Not an attachment in a mail client's eyes (a calendar alternative): is it intact?
-            if not any(leaf.content_type == expected.content_type
-                       and sha256(leaf.content) == expected.sha256
-                       for leaf in raw_leaves(delivered.mime)):
+            if not any(
+                leaf.content_type == expected.content_type
+                and sha256(leaf.content) == expected.sha256
+                for leaf in raw_leaves(delivered.mime)
+            ):
                 problems.append(f"{expected}: not in the delivered MIME")
             continue
         exact = [a for a in remaining if not attachment_differences(expected, a, delivered)]
         if exact:
             remaining.remove(exact[0])
             continue
-        close = [a for a in remaining
-                 if sha256(a.content) == expected.sha256
-                 or (a.name and a.name == expected.name)
-                 or media_type(a.content_type) == expected.content_type]
+        close = [
+            a
+            for a in remaining
+            if sha256(a.content) == expected.sha256
+            or (a.name and a.name == expected.name)
+            or media_type(a.content_type) == expected.content_type
+        ]
         if close:
             remaining.remove(close[0])
             differences = attachment_differences(expected, close[0], delivered)
@@ -289,4 +298,3 @@ async def test_every_corpus_message_arrives_as_expected(
     assert not failures, (
         f"{failed} of {len(CORPUS)} corpus messages wrong in {mode} mode:\n" + "\n".join(failures)
     )
-

@@ -17,15 +17,17 @@ async def test_kill_9_during_load_loses_no_acknowledged_message(
 ) -> None:
     emulator.set_faults(Faults(latency_ms=30))
     document = config_document(
-        tmp_path, emulator,
+        tmp_path,
+        emulator,
         delivery={"retry_initial": "1s", "retry_max": "2s", "concurrency": 8, "mailbox_rate": 0},
     )
     config = write_config(tmp_path, document)
     rng = random.Random(20261122)
     acknowledged: list[str] = []
     for round_number in range(ROUNDS):
-        acknowledged += await kill_during_load(config, prefix=f"r{round_number}", senders=8,
-                                               per_sender=60, target=rng.randint(60, 160))
+        acknowledged += await kill_during_load(
+            config, prefix=f"r{round_number}", senders=8, per_sender=60, target=rng.randint(60, 160)
+        )
     assert len(acknowledged) >= ROUNDS * 60
 
     counts = await deliver_all(config, emulator, acknowledged, timeout=120)

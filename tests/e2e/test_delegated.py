@@ -22,7 +22,7 @@ import pytest
 
 from gateway.config import load_config
 from gateway.emulator import Emulator, EmulatorSettings, EmulatorUser, running_emulator
-from gateway.graph.delegated import read_cache, write_cache
+from gateway.entra.delegated import read_cache, write_cache
 from tests.e2e.test_cli import run_cli
 from tests.support.gateway import config_document, run_gateway, write_config
 
@@ -55,8 +55,9 @@ def delegated_document(tmp_path: Path, emulator: Emulator, **tenant: Any) -> dic
     document = config_document(tmp_path, emulator)
     entry = document["tenants"][0]
     del entry["client_secret"]
-    entry.update({"auth": "delegated", "client_id": "public-app",
-                  "account": "alice@contoso.com", **tenant})
+    entry.update(
+        {"auth": "delegated", "client_id": "public-app", "account": "alice@contoso.com", **tenant}
+    )
     document["delivery"].update(retry_initial="1h", retry_max="1h")
     document["http"] = {"listen": "127.0.0.1:0"}
     return document
@@ -132,13 +133,22 @@ def _get_json(url: str) -> dict[str, Any]:
 async def test_browser_login_with_pkce_and_a_personal_account(
     tmp_path: Path, entra: Emulator
 ) -> None:
-    document = delegated_document(tmp_path, entra, account="bob@outlook.com",
-                                  domains=["outlook.com"])
+    document = delegated_document(
+        tmp_path, entra, account="bob@outlook.com", domains=["outlook.com"]
+    )
     del document["tenants"][0]["tenant_id"]  # blank: personal Microsoft accounts (consumers)
     config = write_config(tmp_path, document)
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "login", "contoso", "--config", str(config), "--browser",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "gateway",
+        "login",
+        "contoso",
+        "--config",
+        str(config),
+        "--browser",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         assert process.stdout is not None
@@ -203,7 +213,7 @@ def test_the_token_cache_survives_a_crash_during_a_write(tmp_path: Path) -> None
     script = (
         "import json, msal, sys\n"
         "from pathlib import Path\n"
-        "from gateway.graph.delegated import write_cache\n"
+        "from gateway.entra.delegated import write_cache\n"
         "caches = []\n"
         "for marker in ('first', 'second'):\n"
         "    cache = msal.SerializableTokenCache()\n"
@@ -215,8 +225,11 @@ def test_the_token_cache_survives_a_crash_during_a_write(tmp_path: Path) -> None
         "    write_cache(Path(sys.argv[1]), caches[n % 2]); n += 1\n"
     )
     for round_number in range(8):
-        writer = subprocess.Popen([sys.executable, "-c", script, str(path)],
-                                  stdout=subprocess.PIPE, cwd=Path(__file__).parents[2])
+        writer = subprocess.Popen(
+            [sys.executable, "-c", script, str(path)],
+            stdout=subprocess.PIPE,
+            cwd=Path(__file__).parents[2],
+        )
         assert writer.stdout is not None
         assert writer.stdout.readline() == b"ready\n"
         time.sleep(0.01 + round_number * 0.013)  # kill it somewhere in a write

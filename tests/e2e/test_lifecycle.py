@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import smtplib
+import ssl
+import threading
+import time
 from pathlib import Path
+
+import trustme
 
 from gateway.emulator import Emulator, Faults
 from tests.e2e.test_pipeline import MESSAGE
@@ -76,3 +83,60 @@ async def test_second_signal_forces_exit_without_waiting_for_the_drain(
         await smtp.close()
     finally:
         gateway.kill()
+
+
+async def test_sigterm_closes_idle_sessions_at_once_tls_or_not(
+    tmp_path: Path, emulator: Emulator
+) -> None:
+    """An idle STARTTLS session used to hold the drain for its whole timeout (the TLS close
+    waited for a close_notify that a client not reading never sends), then log
+    `smtp_drain_timeout` with `open_sessions: 0`."""
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1")
+    leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "tls.crt"))
+    leaf.private_key_pem.write_to_path(str(tmp_path / "tls.key"))
+    smtp = {
+        "hostname": "gateway.test",
+        "tls": {"cert_file": str(tmp_path / "tls.crt"), "key_file": str(tmp_path / "tls.key")},
+        "listeners": [{"name": "lan", "address": "127.0.0.1", "port": 0, "tls": "starttls"}],
+    }
+    document = config_document(tmp_path, emulator, smtp=smtp, shutdown={"drain_timeout": "60s"})
+    gateway = await GatewayProcess.start(write_config(tmp_path, document))
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    ready, signalled = threading.Event(), threading.Event()
+
+    def idle_session(tls: bool) -> str:
+        """A client that says EHLO (and STARTTLS), then waits without reading, as smtplib
+        does between messages; afterwards, the line the gateway sent meanwhile."""
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+            client.ehlo()
+            if tls:
+                client.starttls(context=context)
+                client.ehlo()
+            ready.set()
+            signalled.wait(30)
+            return client.file.readline().decode().strip() if client.file else "<no file>"
+
+    try:
+        port = (await gateway.wait_for_event("listening"))["port"]
+        over_tls = asyncio.create_task(asyncio.to_thread(idle_session, True))
+        await asyncio.to_thread(ready.wait, 30)
+        ready.clear()
+        plain = asyncio.create_task(asyncio.to_thread(idle_session, False))
+        await asyncio.to_thread(ready.wait, 30)
+
+        started = time.monotonic()
+        gateway.process.send_signal(signal.SIGTERM)
+        assert await gateway.wait_exit(timeout=70) == 0
+        took = time.monotonic() - started
+        signalled.set()
+        assert (await over_tls).startswith("421 4.3.2")
+        assert (await plain).startswith("421 4.3.2")
+    finally:
+        signalled.set()
+        gateway.kill()
+
+    assert took < 10, f"shutdown took {took:.1f} s with idle sessions (drain_timeout 60 s)"
+    names = [event.get("event") for event in gateway.events]
+    assert "smtp_drain_timeout" not in names

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import io
 import json
 import re
@@ -15,11 +16,11 @@ import aiohttp
 import pytest
 import yaml
 
-from gateway.emulator import Emulator, EmulatorApp, EmulatorSettings, running_emulator
+from gateway.emulator import Emulator, EmulatorApp, EmulatorSettings, Faults, running_emulator
 from gateway.observability.logging import configure_logging, flush_logs
 from gateway.observability.metrics import METRIC_NAMES
 from tests.e2e.test_pipeline import MESSAGE
-from tests.support.gateway import config_document, make_config, run_gateway, write_config
+from tests.support.gateway import SPOOL, config_document, make_config, run_gateway, write_config
 from tests.support.load import Load
 from tests.support.process import GatewayProcess
 
@@ -42,6 +43,7 @@ def sample(text: str, name: str, **labels: str) -> float:
     raise AssertionError(f"no sample {name} {labels}")
 
 
+@pytest.mark.usefixtures("queue_backend")
 async def test_metrics_after_a_known_sequence(tmp_path: Path, emulator: Emulator) -> None:
     async with run_gateway(make_config(tmp_path, emulator, http=HTTP)) as gateway:
         for _ in range(2):
@@ -62,7 +64,8 @@ async def test_metrics_after_a_known_sequence(tmp_path: Path, emulator: Emulator
     assert sample(text, prefix + "graph_request_duration_seconds_count", tenant="contoso") == 2
     assert sample(text, prefix + "token_requests_total", tenant="contoso", result="ok") == 1
     assert sample(text, prefix + "queue_messages", state="queue") == 0
-    assert sample(text, prefix + "ready", check="spool_writable") == 1
+    ready = "queue" if SPOOL.get() else "spool_writable"  # the database, or the spool's disk
+    assert sample(text, prefix + "ready", check=ready) == 1
     assert sample(text, prefix + "delivery_in_flight") == 0
     # Every name the dashboard and alert rules may use is served.
     families = set(re.findall(r"^# TYPE (\S+) ", text, re.MULTILINE))
@@ -148,15 +151,29 @@ async def test_sighup_reload_and_systemd_notifications(
         gateway.process.send_signal(signal.SIGHUP)
         failed = await gateway.wait_for_event("reload_failed")
         assert any("tenants" in error for error in failed["errors"])
+        await notify.expect("READY=1")
         assert (await asyncio.to_thread(send, "a@fabrikam.com"))[0] == 250
+        # No tenant at all would refuse every MAIL; a file that is not UTF-8 used to end the
+        # reload task with an exception and no READY=1 (systemd would wait forever).
+        for broken, why in (
+            (yaml.safe_dump({**document, "tenants": []}).encode(), "tenant"),
+            (yaml.safe_dump(document).encode() + b"# caf\xe9\n", "UTF-8"),
+        ):
+            config.write_bytes(broken)
+            gateway.process.send_signal(signal.SIGHUP)
+            await notify.expect("RELOADING=1")
+            failed = await gateway.wait_for_event("reload_failed")
+            assert any(why in error for error in failed["errors"]), failed
+            ready = await notify.expect("READY=1")
+            assert any("reload failed" in line for line in ready)
+            assert (await asyncio.to_thread(send, "a@fabrikam.com"))[0] == 250
         for thread in threads:
             await asyncio.to_thread(thread.join, 60)
         assert load.failures == 0 and len(load.acknowledged) == 160
-        async with asyncio.timeout(60):
-            while len(emulator.delivered()) < 160:
-                await asyncio.sleep(0.05)
-        delivered = {m.mime.split(b"Message-ID: <")[1].split(b">")[0].decode()
-                     for m in emulator.delivered()}
+        await emulator.wait_delivered(160, timeout=60)
+        delivered = {
+            m.mime.split(b"Message-ID: <")[1].split(b">")[0].decode() for m in emulator.delivered()
+        }
         assert set(load.acknowledged) <= delivered
         gateway.process.send_signal(signal.SIGTERM)
         await notify.expect("STOPPING=1")
@@ -189,3 +206,21 @@ async def test_debug_logs_are_structured_and_hold_no_secret_or_body(
     )
     for forbidden in ("contoso-secret", token, "BODY-MARKER-7731"):
         assert forbidden not in text
+
+
+async def test_a_deferred_message_logs_its_next_attempt_as_an_iso_time(
+    tmp_path: Path, emulator: Emulator, logged
+) -> None:
+    emulator.set_faults(Faults(outage_seconds=1.5))
+    delivery = {"retry_initial": "1s", "retry_max": "2s", "concurrency": 2}
+    async with run_gateway(make_config(tmp_path, emulator, delivery=delivery)) as gateway:
+        before = datetime.datetime.now(datetime.UTC)
+        assert await gateway.send("scanner@contoso.com", ["alice@contoso.com"], MESSAGE) == {}
+        await gateway.delivered(1, timeout=30)
+    deferred = logged("deferred")
+    assert deferred
+    for line in deferred:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", line["next_attempt"]), line
+        moment = datetime.datetime.fromisoformat(line["next_attempt"])
+        assert before - datetime.timedelta(seconds=1) <= moment
+        assert moment <= before + datetime.timedelta(seconds=30)

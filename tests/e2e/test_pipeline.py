@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 import smtplib
 from pathlib import Path
 
 import pytest
 
+from gateway.config import load_config
 from gateway.emulator import Emulator, Faults
 from gateway.spool import Spool
-from tests.support.gateway import make_config, run_gateway
+from gateway.spool.writing import RecordWriter
+from tests.e2e.test_conversion import scan
+from tests.support.gateway import config_document, make_config, run_gateway, write_config
+from tests.support.process import SmtpDialogue
 
 MESSAGE = (
     b"From: Scanner <scanner@contoso.com>\r\n"
@@ -35,6 +41,7 @@ def _system_ca_bundle_in_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CURL_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
 
 
+@pytest.mark.usefixtures("queue_backend")
 async def test_message_is_delivered_byte_identical_with_envelope_bcc(
     tmp_path: Path, emulator: Emulator
 ) -> None:
@@ -45,7 +52,10 @@ async def test_message_is_delivered_byte_identical_with_envelope_bcc(
     [delivered] = emulator.delivered()
     assert delivered.mode == "mime"
     assert delivered.mailbox == "scanner@contoso.com"
-    assert delivered.mime == b"Bcc: carol@contoso.com\r\n" + MESSAGE
+    # After the gateway's Received field (see test_trace), the message byte for byte.
+    trace = re.match(rb"Received: from [^\r]*(?:\r\n\t[^\r]*)*\r\n", delivered.mime)
+    assert trace is not None
+    assert delivered.mime[trace.end() :] == b"Bcc: carol@contoso.com\r\n" + MESSAGE
     addressed = [a.lower() for field in ("to", "cc", "bcc") for a in delivered.recipients[field]]
     assert sorted(addressed) == sorted(ENVELOPE)  # each envelope recipient exactly once
     assert delivered.tenant_id == "contoso-tenant"
@@ -60,7 +70,9 @@ def transaction(client: smtplib.SMTP) -> tuple[int, bytes]:
     return client.data(MESSAGE)
 
 
-async def test_queue_id_in_250_is_the_delivered_message(tmp_path: Path, emulator: Emulator) -> None:
+async def test_queue_id_in_250_is_the_delivered_message(
+    tmp_path: Path, emulator: Emulator, queue_backend: str
+) -> None:
     async with run_gateway(make_config(tmp_path, emulator)) as gateway:
         code, text = await gateway.session(transaction)
         assert code == 250
@@ -68,8 +80,11 @@ async def test_queue_id_in_250_is_the_delivered_message(tmp_path: Path, emulator
         queue_id = text.split()[-1].decode()
         [event] = await gateway.delivered(1)
         assert event.queue_id == queue_id
-    assert Spool(tmp_path / "spool").directory.joinpath("queue").exists()
-    assert list((tmp_path / "spool" / "queue").iterdir()) == []
+        if queue_backend == "postgresql":  # its row goes in the same transaction
+            assert await gateway.gateway.queue.entries() == []
+    if queue_backend == "files":  # the file goes on the remover thread, which close waits for
+        assert Spool(tmp_path / "spool").directory.joinpath("queue").exists()
+        assert list((tmp_path / "spool" / "queue").iterdir()) == []
 
 
 async def test_several_messages_on_one_connection_are_separate_and_share_a_token(
@@ -90,7 +105,9 @@ async def test_several_messages_on_one_connection_are_separate_and_share_a_token
     assert emulator.stats.token_requests == 1
 
 
-async def test_unknown_sender_domain_is_refused_at_mail_from(tmp_path: Path, emulator: Emulator) -> None:
+async def test_unknown_sender_domain_is_refused_at_mail_from(
+    tmp_path: Path, emulator: Emulator
+) -> None:
     async with run_gateway(make_config(tmp_path, emulator)) as gateway:
         with pytest.raises(smtplib.SMTPSenderRefused) as refused:
             await gateway.send("someone@unknown.example", ["alice@contoso.com"], MESSAGE)
@@ -120,6 +137,7 @@ async def test_sender_not_allowed_for_client(tmp_path: Path, emulator: Emulator)
     assert (refused.value.smtp_code, refused.value.smtp_error[:5]) == (550, b"5.7.1")
 
 
+@pytest.mark.usefixtures("queue_backend")
 async def test_graph_outage_defers_then_delivers(tmp_path: Path, emulator: Emulator) -> None:
     emulator.set_faults(Faults(unavailable_count=2))
     async with run_gateway(make_config(tmp_path, emulator)) as gateway:
@@ -130,17 +148,20 @@ async def test_graph_outage_defers_then_delivers(tmp_path: Path, emulator: Emula
     assert len(emulator.delivered()) == 1
 
 
+@pytest.mark.usefixtures("queue_backend")
 async def test_permanent_graph_error_holds_the_message_with_its_reason(
     tmp_path: Path, emulator: Emulator
 ) -> None:
-    emulator.set_faults(Faults(mailbox_errors={"scanner@contoso.com": "MailboxNotEnabledForRESTAPI"}))
+    emulator.set_faults(
+        Faults(mailbox_errors={"scanner@contoso.com": "MailboxNotEnabledForRESTAPI"})
+    )
     async with run_gateway(make_config(tmp_path, emulator)) as gateway:
         assert await gateway.send("scanner@contoso.com", ["alice@contoso.com"], MESSAGE) == {}
         event = await gateway.next_event()
+        info = await gateway.gateway.queue.show(event.queue_id)
     assert (event.result, event.code) == ("held", "MailboxNotEnabledForRESTAPI")
-    held = tmp_path / "spool" / "hold"
-    assert (held / f"{event.queue_id}.msg").exists()
-    assert "Exchange Online licence" in (held / f"{event.queue_id}.reason.json").read_text()
+    assert info is not None and info["state"] == "hold"
+    assert "Exchange Online licence" in info["hold"]["reason"]
 
 
 async def test_unwritable_spool_answers_452_and_accepts_nothing(
@@ -162,6 +183,40 @@ async def test_unexpected_error_answers_451_without_details(
         raise RuntimeError("internal detail /var/secret/path")
 
     async with run_gateway(make_config(tmp_path, emulator)) as gateway:
-        monkeypatch.setattr(gateway.gateway.spool, "store", broken)
+        monkeypatch.setattr(RecordWriter, "commit", broken)
         code, text = await gateway.session(transaction)
     assert (code, text) == (451, b"4.3.0 Temporary local problem, try again later")
+
+
+async def test_the_spool_file_grows_while_data_is_still_arriving(
+    tmp_path: Path, emulator: Emulator
+) -> None:
+    """DATA goes to the spool as it arrives: a 6 MiB scan is mostly on disk before its end
+    marker is sent, so receiving it never needs the whole message in memory."""
+    document = config_document(tmp_path, emulator)
+    document["smtp"]["max_message_size"] = "20MiB"
+    document["tenants"][0].update({"large_messages": True, "max_message_size": "20MiB"})
+    config = load_config(write_config(tmp_path, document))
+    message = scan(6 * 1024 * 1024)  # a PDF attachment, base64
+    async with run_gateway(config) as gateway:
+        smtp = await SmtpDialogue.open(*gateway.smtp_address)
+        for command in (
+            "EHLO scanner",
+            "MAIL FROM:<scanner@contoso.com>",
+            "RCPT TO:<alice@contoso.com>",
+            "DATA",
+        ):
+            await smtp.command(command)
+        await smtp.send_raw(message.replace(b"\r\n.", b"\r\n.."))
+        tmp = config.spool.directory / "tmp"
+        async with asyncio.timeout(20):  # the gateway reads what was sent and writes it out
+            while not any(p.stat().st_size > 4 * 1024 * 1024 for p in tmp.glob("*.msg")):
+                await asyncio.sleep(0.05)
+        assert list((config.spool.directory / "queue").glob("*.msg")) == []  # not yet queued
+        await smtp.send_raw(b".\r\n")
+        reply = await smtp.reply()
+        await smtp.close()
+        assert reply.startswith("250 2.0.0 queued as"), reply
+        event = await gateway.next_event(timeout=60)
+        assert event.result == "delivered", event
+    assert list(tmp.glob("*")) == []

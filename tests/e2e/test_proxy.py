@@ -68,7 +68,9 @@ class ConnectProxy:
         sink.close()
 
 
-async def test_proxy_key_carries_token_and_graph_requests(tmp_path: Path, emulator: Emulator) -> None:
+async def test_proxy_key_carries_token_and_graph_requests(
+    tmp_path: Path, emulator: Emulator
+) -> None:
     async with ConnectProxy() as proxy:
         config = make_config(tmp_path, emulator, proxy=proxy.url)
         async with run_gateway(config) as gateway:

@@ -11,8 +11,10 @@ import pytest
 import trustme
 
 from gateway.emulator import Emulator
+from tests.conftest import Logged
 from tests.e2e.test_pipeline import MESSAGE
 from tests.support.gateway import make_config, run_gateway
+from tests.support.process import SmtpDialogue
 
 
 @pytest.fixture
@@ -30,8 +32,13 @@ async def test_starttls_and_implicit_tls(tmp_path: Path, emulator: Emulator, cer
         "hostname": "gateway.test",
         "tls": files,
         "listeners": [
-            {"name": "starttls", "address": "127.0.0.1", "port": 0, "tls": "starttls",
-             "require_tls": True},
+            {
+                "name": "starttls",
+                "address": "127.0.0.1",
+                "port": 0,
+                "tls": "starttls",
+                "require_tls": True,
+            },
             {"name": "implicit", "address": "127.0.0.1", "port": 0, "tls": "implicit"},
         ],
     }
@@ -52,7 +59,9 @@ async def test_starttls_and_implicit_tls(tmp_path: Path, emulator: Emulator, cer
                 return refused
 
         def over_implicit() -> None:
-            with smtplib.SMTP_SSL("127.0.0.1", implicit_port, context=context, timeout=10) as client:
+            with smtplib.SMTP_SSL(
+                "127.0.0.1", implicit_port, context=context, timeout=10
+            ) as client:
                 client.sendmail("scanner@contoso.com", ["alice@contoso.com"], MESSAGE)
 
         before_tls = await asyncio.to_thread(over_starttls)
@@ -72,10 +81,13 @@ async def test_reload_swaps_the_certificate_without_dropping_sessions(
         leaf.private_key_pem.write_to_path(str(tmp_path / f"{name}.key"))
 
     def smtp(name: str) -> dict[str, object]:
-        return {"tls": {"cert_file": str(tmp_path / f"{name}.crt"),
-                        "key_file": str(tmp_path / f"{name}.key")},
-                "listeners": [{"name": "lan", "address": "127.0.0.1", "port": 0,
-                               "tls": "starttls"}]}
+        return {
+            "tls": {
+                "cert_file": str(tmp_path / f"{name}.crt"),
+                "key_file": str(tmp_path / f"{name}.key"),
+            },
+            "listeners": [{"name": "lan", "address": "127.0.0.1", "port": 0, "tls": "starttls"}],
+        }
 
     def trusting(ca: trustme.CA) -> ssl.SSLContext:
         context = ssl.create_default_context()
@@ -99,7 +111,32 @@ async def test_reload_swaps_the_certificate_without_dropping_sessions(
         await asyncio.to_thread(fresh, new_ca)
         with pytest.raises(ssl.SSLCertVerificationError):
             await asyncio.to_thread(fresh, old_ca)
-        await asyncio.to_thread(before.sendmail, "scanner@contoso.com", ["alice@contoso.com"],
-                                MESSAGE)
+        await asyncio.to_thread(
+            before.sendmail, "scanner@contoso.com", ["alice@contoso.com"], MESSAGE
+        )
         await asyncio.to_thread(before.quit)
         await gateway.delivered(1)
+
+
+async def test_a_broken_starttls_handshake_is_the_clients_failure_not_a_crash(
+    tmp_path: Path, emulator: Emulator, certificate, logged: Logged
+) -> None:
+    """A client that sends plain text after `220 Ready to start TLS` (or speaks a TLS version
+    the listener refuses) used to be logged as `smtp_unexpected_error` with a traceback."""
+    _ca, files = certificate
+    smtp = {
+        "hostname": "gateway.test",
+        "tls": files,
+        "listeners": [{"name": "lan", "address": "127.0.0.1", "port": 0, "tls": "starttls"}],
+    }
+    async with run_gateway(make_config(tmp_path, emulator, smtp=smtp)) as gateway:
+        dialogue = await SmtpDialogue.open(*gateway.smtp_address)
+        assert (await dialogue.command("EHLO printer")).startswith("250")
+        assert (await dialogue.command("STARTTLS")).startswith("220")
+        await dialogue.send_raw(b"EHLO printer\r\n" * 8)
+        assert await dialogue.reader.read() == b""  # closed
+        await dialogue.close()
+    [failed] = logged("tls_handshake_failed")
+    assert failed["peer"] == "127.0.0.1" and failed["listener"] == "lan"
+    assert failed["reason"] == "WRONG_VERSION_NUMBER"
+    assert logged("smtp_unexpected_error") == []

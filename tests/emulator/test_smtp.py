@@ -364,10 +364,14 @@ async def test_chosen_recipients_are_refused_while_the_others_are_taken(
             return [first, again]
 
     first, again = await in_thread(session)
-    assert first == again == {  # every time they are named
-        "b@example.com": (450, b"4.2.1 Mailbox busy"),
-        "c@example.com": (550, b"5.1.1 User unknown"),
-    }
+    assert (
+        first
+        == again
+        == {  # every time they are named
+            "b@example.com": (450, b"4.2.1 Mailbox busy"),
+            "c@example.com": (550, b"5.1.1 User unknown"),
+        }
+    )
     assert [mail.envelope.rcpt_to for mail in emulator.delivered() if mail.envelope] == [
         ("a@example.com",),
         ("a@example.com",),

@@ -24,12 +24,12 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from gateway.certs import CertificateCreationError, CreatedCertificate, create_certificate
 from gateway.config.secrets import Secret
 from gateway.emulator import Emulator, EmulatorApp, EmulatorSettings, running_emulator
-from gateway.errors import ConfigError
-from gateway.graph.credentials import (
+from gateway.entra.credentials import (
     CertificateCredential,
     certificate_summary,
     msal_client_credential,
 )
+from gateway.errors import ConfigError
 
 TENANT_ID = "11111111-2222-3333-4444-555555555555"
 CLIENT_ID = "cert-app"
@@ -63,7 +63,10 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     pfx_file = directory / "locked.pfx"
     pfx_file.write_bytes(
         pkcs12.serialize_key_and_certificates(
-            b"smtp-graph-gateway", key, certificate, None,
+            b"smtp-graph-gateway",
+            key,
+            certificate,
+            None,
             serialization.BestAvailableEncryption(PFX_PASSWORD.encode()),
         )
     )
@@ -96,11 +99,15 @@ class RecordingSession(requests.Session):
     def post(self, url: Any, data: Any = None, json: Any = None, **kwargs: Any) -> Any:
         if isinstance(data, dict) and "client_assertion" in data:
             assertion = data["client_assertion"]  # bytes or str, by msal version
-            self.assertions.append(assertion.decode() if isinstance(assertion, bytes) else assertion)
+            self.assertions.append(
+                assertion.decode() if isinstance(assertion, bytes) else assertion
+            )
         return super().post(url, data=data, json=json, **kwargs)
 
 
-async def acquire(emulator: Emulator, credential: CertificateCredential) -> tuple[dict[str, Any], dict[str, Any]]:
+async def acquire(
+    emulator: Emulator, credential: CertificateCredential
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """msal's token result and the header of the assertion it signed."""
     session = RecordingSession(emulator.ca_file)
 
@@ -112,7 +119,9 @@ async def acquire(emulator: Emulator, credential: CertificateCredential) -> tupl
             instance_discovery=False,
             http_client=session,
         )
-        result: dict[str, Any] = app.acquire_token_for_client(scopes=[f"{emulator.base_url}/.default"])
+        result: dict[str, Any] = app.acquire_token_for_client(
+            scopes=[f"{emulator.base_url}/.default"]
+        )
         return result
 
     try:
@@ -131,13 +140,23 @@ def jwt_header(token: str) -> dict[str, Any]:
 
 def thumbprint(value: str) -> str:
     """A JWT x5t / x5t#S256 header value as uppercase hex (msal pads it, JWS does not)."""
-    return base64.urlsafe_b64decode(value.rstrip("=") + "=" * (-len(value.rstrip("=")) % 4)).hex().upper()
+    return (
+        base64.urlsafe_b64decode(value.rstrip("=") + "=" * (-len(value.rstrip("=")) % 4))
+        .hex()
+        .upper()
+    )
 
 
-def pem_credential(created: CreatedCertificate, password: str | None = None, *,
-                   send_x5c: bool = False) -> CertificateCredential:
-    return CertificateCredential(cert_file=created.cert_file, key_file=created.key_file, pfx_file=None,
-                                 password=Secret(password) if password else None, send_x5c=send_x5c)
+def pem_credential(
+    created: CreatedCertificate, password: str | None = None, *, send_x5c: bool = False
+) -> CertificateCredential:
+    return CertificateCredential(
+        cert_file=created.cert_file,
+        key_file=created.key_file,
+        pfx_file=None,
+        password=Secret(password) if password else None,
+        send_x5c=send_x5c,
+    )
 
 
 def load(created: CreatedCertificate) -> x509.Certificate:
@@ -148,8 +167,9 @@ def load(created: CreatedCertificate) -> x509.Certificate:
 
 
 @pytest.mark.parametrize("encrypted", [False, True], ids=["plain-key", "encrypted-key"])
-async def test_certificate_from_cert_create_gets_a_token(emulator: Emulator, certs: Certs,
-                                                         encrypted: bool) -> None:
+async def test_certificate_from_cert_create_gets_a_token(
+    emulator: Emulator, certs: Certs, encrypted: bool
+) -> None:
     created = certs.locked if encrypted else certs.plain
     credential = pem_credential(created, KEY_PASSWORD if encrypted else None)
     result, header = await acquire(emulator, credential)
@@ -162,17 +182,24 @@ async def test_certificate_from_cert_create_gets_a_token(emulator: Emulator, cer
     assert "x5t#S256" not in header
 
 
-async def test_pfx_with_password_gets_a_token_exactly_like_pem(emulator: Emulator, certs: Certs) -> None:
-    pfx = CertificateCredential(cert_file=None, key_file=None, pfx_file=certs.pfx_file,
-                                password=Secret(PFX_PASSWORD))
-    assert msal_client_credential(pfx) == msal_client_credential(pem_credential(certs.locked, KEY_PASSWORD))
+async def test_pfx_with_password_gets_a_token_exactly_like_pem(
+    emulator: Emulator, certs: Certs
+) -> None:
+    pfx = CertificateCredential(
+        cert_file=None, key_file=None, pfx_file=certs.pfx_file, password=Secret(PFX_PASSWORD)
+    )
+    assert msal_client_credential(pfx) == msal_client_credential(
+        pem_credential(certs.locked, KEY_PASSWORD)
+    )
     result, header = await acquire(emulator, pfx)
     assert "access_token" in result, result
     assert header["alg"] == "RS256"
     assert thumbprint(header["x5t"]) == certs.locked.sha1_thumbprint
 
 
-async def test_send_x5c_signs_ps256_and_sends_the_certificate(emulator: Emulator, certs: Certs) -> None:
+async def test_send_x5c_signs_ps256_and_sends_the_certificate(
+    emulator: Emulator, certs: Certs
+) -> None:
     credential = pem_credential(certs.plain, send_x5c=True)
     assert set(msal_client_credential(credential)) == {"private_key", "public_certificate"}
     result, header = await acquire(emulator, credential)
@@ -182,12 +209,18 @@ async def test_send_x5c_signs_ps256_and_sends_the_certificate(emulator: Emulator
     assert thumbprint(header["x5t#S256"]) == certificate.fingerprint(hashes.SHA256()).hex().upper()
     # Only the app's certificate, base64 DER (msal keeps the PEM line breaks in it).
     assert [base64.b64decode(value) for value in header["x5c"]] == [
-        certificate.public_bytes(serialization.Encoding.DER)]
+        certificate.public_bytes(serialization.Encoding.DER)
+    ]
 
 
 async def test_send_x5c_from_pfx_works_too(emulator: Emulator, certs: Certs) -> None:
-    pfx = CertificateCredential(cert_file=None, key_file=None, pfx_file=certs.pfx_file,
-                                password=Secret(PFX_PASSWORD), send_x5c=True)
+    pfx = CertificateCredential(
+        cert_file=None,
+        key_file=None,
+        pfx_file=certs.pfx_file,
+        password=Secret(PFX_PASSWORD),
+        send_x5c=True,
+    )
     result, header = await acquire(emulator, pfx)
     assert "access_token" in result, result
     assert header["alg"] == "PS256"
@@ -195,8 +228,9 @@ async def test_send_x5c_from_pfx_works_too(emulator: Emulator, certs: Certs) -> 
 
 
 @pytest.mark.parametrize("send_x5c", [False, True], ids=["x5t", "x5c"])
-async def test_unregistered_certificate_is_refused_with_aadsts700027(emulator: Emulator, certs: Certs,
-                                                                     send_x5c: bool) -> None:
+async def test_unregistered_certificate_is_refused_with_aadsts700027(
+    emulator: Emulator, certs: Certs, send_x5c: bool
+) -> None:
     result, _ = await acquire(emulator, pem_credential(certs.stranger, send_x5c=send_x5c))
     assert "access_token" not in result
     assert result["error"] == "invalid_client"
@@ -208,19 +242,35 @@ async def test_unregistered_certificate_is_refused_with_aadsts700027(emulator: E
 # --- files that cannot work: ConfigError, never the password ---------------------------------------
 
 
-def self_signed(directory: Path, name: str, *, not_before: dt.datetime, not_after: dt.datetime,
-                key: rsa.RSAPrivateKey | None = None) -> tuple[Path, Path]:
+def self_signed(
+    directory: Path,
+    name: str,
+    *,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    key: rsa.RSAPrivateKey | None = None,
+) -> tuple[Path, Path]:
     key = key or rsa.generate_private_key(public_exponent=65537, key_size=2048)
     subject = x509.Name.from_rfc4514_string(f"CN={name}")
     certificate = (
-        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(not_before).not_valid_after(not_after)
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
         .sign(key, hashes.SHA256())
     )
     cert_file, key_file = directory / f"{name}.pem", directory / f"{name}.key"
     cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.BestAvailableEncryption(KEY_PASSWORD.encode())))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(KEY_PASSWORD.encode()),
+        )
+    )
     return cert_file, key_file
 
 
@@ -248,16 +298,21 @@ def test_encrypted_key_without_password_is_named(certs: Certs) -> None:
 
 
 def test_wrong_pfx_password_is_named(certs: Certs) -> None:
-    pfx = CertificateCredential(cert_file=None, key_file=None, pfx_file=certs.pfx_file,
-                                password=Secret("Wrong-Passw0rd"))
+    pfx = CertificateCredential(
+        cert_file=None, key_file=None, pfx_file=certs.pfx_file, password=Secret("Wrong-Passw0rd")
+    )
     error = config_error(pfx)
     assert error.issues[0].path == "tenants[0].certificate.pfx_file"
     assert "wrong password for the PFX file" in str(error)
 
 
 def test_key_of_another_certificate_is_named(certs: Certs) -> None:
-    crossed = CertificateCredential(cert_file=certs.plain.cert_file, key_file=certs.locked.key_file,
-                                    pfx_file=None, password=Secret(KEY_PASSWORD))
+    crossed = CertificateCredential(
+        cert_file=certs.plain.cert_file,
+        key_file=certs.locked.key_file,
+        pfx_file=None,
+        password=Secret(KEY_PASSWORD),
+    )
     error = config_error(crossed)
     assert "does not match the certificate" in str(error)
     assert certs.plain.sha1_thumbprint in str(error)
@@ -266,55 +321,81 @@ def test_key_of_another_certificate_is_named(certs: Certs) -> None:
 def test_chain_with_the_apps_certificate_last_is_explained(tmp_path: Path, certs: Certs) -> None:
     chain = tmp_path / "chain.pem"
     chain.write_bytes(certs.stranger.cert_file.read_bytes() + certs.plain.cert_file.read_bytes())
-    error = config_error(CertificateCredential(cert_file=chain, key_file=certs.plain.key_file,
-                                               pfx_file=None, password=None))
+    error = config_error(
+        CertificateCredential(
+            cert_file=chain, key_file=certs.plain.key_file, pfx_file=None, password=None
+        )
+    )
     assert "put the app's certificate first" in str(error)
 
 
 def test_expired_certificate_is_named(tmp_path: Path) -> None:
     now = dt.datetime.now(dt.UTC)
-    cert_file, key_file = self_signed(tmp_path, "old", not_before=now - dt.timedelta(days=400),
-                                      not_after=now - dt.timedelta(days=35))
-    error = config_error(CertificateCredential(cert_file=cert_file, key_file=key_file, pfx_file=None,
-                                               password=Secret(KEY_PASSWORD)))
+    cert_file, key_file = self_signed(
+        tmp_path,
+        "old",
+        not_before=now - dt.timedelta(days=400),
+        not_after=now - dt.timedelta(days=35),
+    )
+    error = config_error(
+        CertificateCredential(
+            cert_file=cert_file, key_file=key_file, pfx_file=None, password=Secret(KEY_PASSWORD)
+        )
+    )
     assert error.issues[0].path == "tenants[0].certificate.cert_file"
     assert f"expired on {(now - dt.timedelta(days=35)):%Y-%m-%d}" in str(error)
     assert "cert create" in error.issues[0].hint
     # The summary still reads it, so `check` can say how long ago.
-    summary = certificate_summary(CertificateCredential(cert_file=cert_file, key_file=None, pfx_file=None,
-                                                        password=None))
+    summary = certificate_summary(
+        CertificateCredential(cert_file=cert_file, key_file=None, pfx_file=None, password=None)
+    )
     assert summary.days_left(now.date()) == -35
 
 
 @pytest.mark.parametrize("which", ["cert_file", "key_file", "pfx_file"])
 def test_missing_file_is_named(tmp_path: Path, certs: Certs, which: str) -> None:
     missing = tmp_path / "nowhere" / "gone.pem"
-    files: dict[str, Path | None] = {"cert_file": certs.plain.cert_file, "key_file": certs.plain.key_file,
-                                     "pfx_file": None}
+    files: dict[str, Path | None] = {
+        "cert_file": certs.plain.cert_file,
+        "key_file": certs.plain.key_file,
+        "pfx_file": None,
+    }
     if which == "pfx_file":
         files = {"cert_file": None, "key_file": None, "pfx_file": missing}
     else:
         files[which] = missing
-    error = config_error(CertificateCredential(cert_file=files["cert_file"], key_file=files["key_file"],
-                                               pfx_file=files["pfx_file"], password=None))
+    error = config_error(
+        CertificateCredential(
+            cert_file=files["cert_file"],
+            key_file=files["key_file"],
+            pfx_file=files["pfx_file"],
+            password=None,
+        )
+    )
     assert error.issues[0].path == f"tenants[0].certificate.{which}"
     assert f"{missing} does not exist" in str(error)
 
 
 def test_files_swapped_are_explained(certs: Certs) -> None:
-    swapped = CertificateCredential(cert_file=certs.plain.key_file, key_file=certs.plain.cert_file,
-                                    pfx_file=None, password=None)
+    swapped = CertificateCredential(
+        cert_file=certs.plain.key_file, key_file=certs.plain.cert_file, pfx_file=None, password=None
+    )
     error = config_error(swapped)
     assert "holds no X.509 certificate" in str(error)
     assert "key_file" in error.issues[0].hint
 
 
 def test_incomplete_or_doubled_configuration(certs: Certs) -> None:
-    only_cert = CertificateCredential(cert_file=certs.plain.cert_file, key_file=None, pfx_file=None,
-                                      password=None)
+    only_cert = CertificateCredential(
+        cert_file=certs.plain.cert_file, key_file=None, pfx_file=None, password=None
+    )
     assert "key_file is missing" in str(config_error(only_cert))
-    both = CertificateCredential(cert_file=certs.plain.cert_file, key_file=certs.plain.key_file,
-                                 pfx_file=certs.pfx_file, password=None)
+    both = CertificateCredential(
+        cert_file=certs.plain.cert_file,
+        key_file=certs.plain.key_file,
+        pfx_file=certs.pfx_file,
+        password=None,
+    )
     assert "both pfx_file and cert_file/key_file" in str(config_error(both))
 
 
@@ -324,8 +405,11 @@ def test_incomplete_or_doubled_configuration(certs: Certs) -> None:
 def test_summary_matches_cryptography_and_counts_days(tmp_path: Path) -> None:
     created = create_certificate(tmp_path, "summary", days=30, subject="CN=gateway,O=Contoso")
     certificate = x509.load_der_x509_certificate(created.der_file.read_bytes())
-    summary = certificate_summary(CertificateCredential(cert_file=created.cert_file, key_file=created.key_file,
-                                                        pfx_file=None, password=None))
+    summary = certificate_summary(
+        CertificateCredential(
+            cert_file=created.cert_file, key_file=created.key_file, pfx_file=None, password=None
+        )
+    )
     sha1 = certificate.fingerprint(hashes.SHA1()).hex().upper()  # noqa: S303 - Entra's thumbprint
     assert summary.sha1_thumbprint == sha1 == created.sha1_thumbprint
     assert summary.sha256_thumbprint == certificate.fingerprint(hashes.SHA256()).hex().upper()
@@ -339,8 +423,9 @@ def test_summary_matches_cryptography_and_counts_days(tmp_path: Path) -> None:
 
 
 def test_summary_of_pfx_equals_summary_of_pem(certs: Certs) -> None:
-    pfx = CertificateCredential(cert_file=None, key_file=None, pfx_file=certs.pfx_file,
-                                password=Secret(PFX_PASSWORD))
+    pfx = CertificateCredential(
+        cert_file=None, key_file=None, pfx_file=certs.pfx_file, password=Secret(PFX_PASSWORD)
+    )
     assert certificate_summary(pfx) == certificate_summary(pem_credential(certs.locked))
 
 
@@ -385,16 +470,24 @@ def test_create_certificate_takes_only_plain_names(tmp_path: Path, name: str) ->
 
 
 @pytest.mark.parametrize("encrypted", [False, True])
-def test_instructions_name_files_thumbprint_portal_and_yaml(tmp_path: Path, encrypted: bool) -> None:
-    created = create_certificate(tmp_path, "contoso", key_password=KEY_PASSWORD if encrypted else None)
+def test_instructions_name_files_thumbprint_portal_and_yaml(
+    tmp_path: Path, encrypted: bool
+) -> None:
+    created = create_certificate(
+        tmp_path, "contoso", key_password=KEY_PASSWORD if encrypted else None
+    )
     text = created.instructions()
     assert KEY_PASSWORD not in text
-    for expected in (str(created.key_file), str(created.cert_file), str(created.der_file),
-                     created.sha1_thumbprint,
-                     "upload contoso.cer (or contoso.pem) under App registrations → your app → "
-                     "Certificates & secrets → Certificates"):
+    for expected in (
+        str(created.key_file),
+        str(created.cert_file),
+        str(created.der_file),
+        created.sha1_thumbprint,
+        "upload contoso.cer (or contoso.pem) under App registrations → your app → "
+        "Certificates & secrets → Certificates",
+    ):
         assert expected.lower() in text.lower()
-    snippet = text[text.index("    certificate:"):].split("\n\n")[0]
+    snippet = text[text.index("    certificate:") :].split("\n\n")[0]
     parsed = yaml.safe_load(snippet)["certificate"]
     assert parsed["cert_file"] == str(created.cert_file)
     assert parsed["key_file"] == str(created.key_file)

@@ -18,13 +18,6 @@ from typing import Any
 import pytest
 import trustme
 
-from gateway.delivery.smtp_oauth import (
-    SmtpAnswer,
-    SmtpTransportError,
-    classify_smtp,
-    submit,
-    xoauth2,
-)
 from gateway.emulator import (
     Emulator,
     EmulatorApp,
@@ -33,6 +26,10 @@ from gateway.emulator import (
     Faults,
     running_emulator,
 )
+from gateway.errors import TransportError
+from gateway.smtp_oauth.classify import classify_smtp
+from gateway.smtp_oauth.session import SmtpAnswer, submit
+from gateway.smtp_oauth.wire import xoauth2
 from tests.emulator.helpers import (
     PUBLIC_CLIENT,
     SECRET,
@@ -64,6 +61,22 @@ async def emulator(tmp_path: Path) -> AsyncIterator[Emulator]:
         users=(EmulatorUser(ALICE, TENANT),),
         smtp_port=0,
         device_code_pending_polls=0,
+    )
+    async with running_emulator(settings) as running:
+        yield running
+
+
+@pytest.fixture
+async def lenient(tmp_path: Path) -> AsyncIterator[Emulator]:
+    """An emulator whose SMTP listener reads a bare CR as a line end, as some servers do."""
+    settings = EmulatorSettings(
+        host="127.0.0.1",
+        port=0,
+        state_dir=tmp_path / "lenient",
+        apps=APPS,
+        users=(EmulatorUser(ALICE, TENANT),),
+        smtp_port=0,
+        smtp_bare_cr_ends_lines=True,
     )
     async with running_emulator(settings) as running:
         yield running
@@ -158,6 +171,28 @@ async def test_app_only_token_delivers_the_bytes_and_envelope(emulator: Emulator
     }
     assert delivered.subject == "Scan from the 2nd floor"
     assert (emulator.stats.smtp_auth_successes, emulator.stats.smtp_messages) == (1, 1)
+
+
+@pytest.mark.parametrize("ending", [b"\r.\r\n", b"\r.\r", b"\n.\r"])
+async def test_a_stored_bare_cr_dot_cannot_end_the_upstream_data(
+    lenient: Emulator, ending: bytes
+) -> None:
+    """The gateway keeps `\r.\r\n` inside a message (only CRLF.CRLF ends its own DATA); sent
+    on, it must not end DATA at a server that reads a bare CR as a line end, where the rest
+    would run as commands (SMTP smuggling). Every line start, bare CR included, is stuffed."""
+    token = await app_token(lenient)
+    smuggled = (
+        b"MAIL FROM:<ceo@contoso.com>\r\nRCPT TO:<victim@example.com>\r\nDATA\r\n"
+        b"Subject: smuggled\r\n\r\nsmuggled\r\n"
+    )
+    body = message(SCANNER) + b"before" + ending + smuggled + b"after\r\n"
+
+    answer = await send(lenient, token, body=body)
+
+    assert (answer.code, answer.stage) == (250, "done"), answer
+    [delivered] = lenient.delivered()
+    assert delivered.mime == body  # whole: the smuggled lines are text of this message
+    assert lenient.stats.smtp_messages == 1
 
 
 async def test_delegated_token_delivers_as_the_signed_in_user(emulator: Emulator) -> None:
@@ -515,7 +550,7 @@ async def test_an_error_challenge_gets_an_empty_line_then_the_final_reply(
 async def test_a_server_that_never_answers_times_out() -> None:
     async with TinyServer(silent=True) as server:
         started = time.monotonic()
-        with pytest.raises(SmtpTransportError) as raised:
+        with pytest.raises(TransportError) as raised:
             await submit_to(server, ca_file=None, timeout=0.3)
         elapsed = time.monotonic() - started
 
@@ -529,7 +564,7 @@ async def test_silence_after_the_data_is_ambiguous(
     tls_server: ssl.SSLContext, ca_file: Path
 ) -> None:
     async with TinyServer(tls=tls_server, answer_data=False) as server:
-        with pytest.raises(SmtpTransportError) as raised:
+        with pytest.raises(TransportError) as raised:
             await submit_to(server, ca_file=ca_file, timeout=0.5)
 
     assert server.data_received.is_set()

@@ -13,13 +13,16 @@ from gateway.errors import SpoolError
 from gateway.spool import Spool
 from gateway.spool.format import CorruptRecord
 from gateway.spool.remover import Remover
+from tests.support.gateway import arrival
 
 MESSAGE = b"From: a@contoso.com\r\nTo: b@contoso.com\r\nSubject: x\r\n\r\nbody\r\n"
 
 
 def store(spool: Spool, message: bytes = MESSAGE) -> str:
-    return spool.store(mail_from="a@contoso.com", rcpt_tos=("b@contoso.com",), message=message,
-                       client="loopback", peer="127.0.0.1", listener="lan")
+    return spool.store(
+        arrival("a@contoso.com", "b@contoso.com"),
+        message,
+    )
 
 
 @pytest.fixture
@@ -78,12 +81,12 @@ def test_recovery_requeues_in_flight_and_drops_partial_writes(tmp_path: Path) ->
     assert spool.lease(delivered) is not None
     spool.complete(delivered)
     assert spool.lease(in_flight) is not None
-    (spool.directory / "tmp" / "0000PARTIAL.msg").write_bytes(b"SGG1 40\n{\"queue_id\"")
+    (spool.directory / "tmp" / "0000PARTIAL.msg").write_bytes(b'SGG1 40\n{"queue_id"')
     spool.close()  # the process "dies" here with one message leased
 
     again = Spool(tmp_path / "spool")
     again.open()
-    assert [found.queue_id for found in again.recover()] == [in_flight]
+    assert [(found.queue_id, found.requeued) for found in again.recover()] == [(in_flight, True)]
     assert list((again.directory / "tmp").iterdir()) == []
     assert again.lease(in_flight) is not None
 
@@ -92,7 +95,7 @@ def test_truncated_file_is_never_delivered(spool: Spool) -> None:
     queue_id = store(spool)
     path = spool.directory / "queue" / f"{queue_id}.msg"
     path.write_bytes(path.read_bytes()[:-5])
-    with pytest.raises(CorruptRecord, match="bytes, envelope says"):
+    with pytest.raises(CorruptRecord, match="cut short"):
         spool.lease(queue_id)
     assert (spool.directory / "corrupt" / f"{queue_id}.msg").exists()
 
@@ -142,10 +145,10 @@ def test_retry_time_and_attempts_survive_a_restart(tmp_path: Path) -> None:
 
     again = Spool(tmp_path / "spool")
     again.open()
-    [(found, next_attempt, size)] = again.recover()
-    assert found == queue_id
-    assert abs(next_attempt - due) < 1
-    assert len(MESSAGE) < size < len(MESSAGE) + 1024  # the message and its envelope
+    [found] = again.recover()
+    assert (found.queue_id, found.requeued) == (queue_id, False)
+    assert abs(found.next_attempt - due) < 1
+    assert len(MESSAGE) < found.size < len(MESSAGE) + 1024  # the message and its envelope
     queued = again.lease(queue_id)
     assert queued is not None and queued.attempts == 1
 
@@ -153,8 +156,10 @@ def test_retry_time_and_attempts_survive_a_restart(tmp_path: Path) -> None:
 def test_split_queues_a_durable_copy_for_some_recipients(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool")
     spool.open()
-    queue_id = spool.store(mail_from="a@contoso.com", rcpt_tos=("b@x.com", "c@x.com", "d@x.com"),
-                           message=MESSAGE, client="loopback", peer="127.0.0.1", listener="lan")
+    queue_id = spool.store(
+        arrival("a@contoso.com", "b@x.com", "c@x.com", "d@x.com"),
+        MESSAGE,
+    )
     queued = spool.lease(queue_id)  # as the engine holds it while it delivers
     assert queued is not None
     spool.record_attempt(queue_id, {"result": "deferred", "reason": "503"})
@@ -263,3 +268,42 @@ def test_remover_logs_what_it_cannot_remove_and_goes_on(spool: Spool, logged) ->
     assert entry["queue_id"] == stuck
     assert "sent again at the next start" in entry["action"]
     assert spool.state_of(fine) is None
+
+
+def test_a_listing_of_ids_sees_every_change_of_its_folder(spool: Spool) -> None:
+    """`ids` keeps a folder's listing while the folder's mtime stays the same (a deep queue's
+    page reads no file names again), and never past a change."""
+    hold = spool.dir("hold")
+    first, second = "0000000000001AAAAAA", "0000000000002BBBBBB"
+    (hold / f"{first}.msg").write_bytes(b"")
+    long_ago = time.time() - 60
+    os.utime(hold, (long_ago, long_ago))
+    assert spool.ids("hold") == [(first, "hold")]
+    assert "hold" in spool.listed  # kept: the folder had not changed for a minute
+    (hold / f"{second}.msg").write_bytes(b"")  # changes the folder's mtime
+    assert spool.ids("hold") == [(first, "hold"), (second, "hold")]
+    (hold / f"{first}.msg").unlink()
+    assert spool.ids("hold") == [(second, "hold")]
+
+
+def test_recover_names_the_outage_that_deferred_a_message(tmp_path: Path) -> None:
+    """At start the spool says which waiting messages an outage of their tenant deferred (the
+    engine parks those behind one probe), read in the same pass as the rest of recovery."""
+    spool = Spool(tmp_path / "spool")
+    spool.open()
+    later = time.time() + 3600
+    outage, own, now = store(spool), store(spool), store(spool)
+    for queue_id, record in (
+        (outage, {"result": "deferred", "reason": "503", "outage": "contoso"}),
+        (own, {"result": "deferred", "reason": "its mailbox is busy"}),
+    ):
+        assert spool.lease(queue_id) is not None
+        spool.defer(queue_id, later, record)
+    spool.close()
+    again = Spool(tmp_path / "spool")
+    again.open()
+    try:
+        found = {due.queue_id: due.outage for due in again.recover()}
+    finally:
+        again.close()
+    assert found == {outage: "contoso", own: "", now: ""}

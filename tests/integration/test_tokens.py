@@ -10,13 +10,14 @@ import pytest
 
 from gateway.config import Secret, Tenant
 from gateway.emulator import Emulator, EmulatorApp, EmulatorSettings, running_emulator
+from gateway.entra.tokens import TokenProvider
 from gateway.errors import TokenError
-from gateway.graph.tokens import TokenProvider
 
 TENANT_ID = "11111111-2222-3333-4444-555555555555"
 APP = EmulatorApp(tenant_id=TENANT_ID, client_id="app-1", client_secret="right-secret")
-EXPIRED = EmulatorApp(tenant_id=TENANT_ID, client_id="app-2", client_secret="old-secret",
-                      secret_expired=True)
+EXPIRED = EmulatorApp(
+    tenant_id=TENANT_ID, client_id="app-2", client_secret="old-secret", secret_expired=True
+)
 
 
 @pytest.fixture(autouse=True)
@@ -32,12 +33,23 @@ async def registered(tmp_path: Path) -> AsyncIterator[Emulator]:
         yield emulator
 
 
-def tenant(emulator: Emulator, *, tenant_id: str = TENANT_ID, client_id: str = "app-1",
-           secret: str = "right-secret") -> Tenant:
-    return Tenant(name="contoso", tenant_id=tenant_id, client_id=client_id,
-                  client_secret=Secret(secret), domains=("contoso.com",),
-                  login_endpoint=emulator.login_endpoint, graph_endpoint=emulator.graph_endpoint,
-                  ca_file=emulator.ca_file)
+def tenant(
+    emulator: Emulator,
+    *,
+    tenant_id: str = TENANT_ID,
+    client_id: str = "app-1",
+    secret: str = "right-secret",
+) -> Tenant:
+    return Tenant(
+        name="contoso",
+        tenant_id=tenant_id,
+        client_id=client_id,
+        client_secret=Secret(secret),
+        domains=("contoso.com",),
+        login_endpoint=emulator.login_endpoint,
+        graph_endpoint=emulator.graph_endpoint,
+        ca_file=emulator.ca_file,
+    )
 
 
 async def test_token_is_fetched_once_and_reused_under_concurrency(registered: Emulator) -> None:
@@ -68,11 +80,16 @@ async def test_token_with_less_than_five_minutes_left_is_replaced(tmp_path: Path
         ({"secret": "Wr0ngSecretValue"}, "AADSTS7000215", "Value, not its Secret ID"),
         ({"client_id": "app-2", "secret": "old-secret"}, "AADSTS7000222", "expired"),
         ({"client_id": "nobody"}, "AADSTS700016", "no app with this client_id"),
-        ({"tenant_id": "99999999-0000-0000-0000-000000000000"}, "AADSTS90002", "tenant was not found"),
+        (
+            {"tenant_id": "99999999-0000-0000-0000-000000000000"},
+            "AADSTS90002",
+            "tenant was not found",
+        ),
     ],
 )
-async def test_entra_errors_are_explained(registered: Emulator, kwargs: dict[str, str], code: str,
-                                          words: str) -> None:
+async def test_entra_errors_are_explained(
+    registered: Emulator, kwargs: dict[str, str], code: str, words: str
+) -> None:
     provider = TokenProvider(tenant(registered, **kwargs), timeout=10)
     with pytest.raises(TokenError) as caught:
         await provider.get()
@@ -80,16 +97,22 @@ async def test_entra_errors_are_explained(registered: Emulator, kwargs: dict[str
     assert words in caught.value.reason
     assert "Wr0ngSecretValue" not in caught.value.reason
     assert "old-secret" not in caught.value.reason
-    assert not caught.value.permanent  # credential problems defer mail, never bounce it
+    assert caught.value.credentials  # a credential problem: deferred, never bounced
     provider.close()
 
 
 async def test_unreachable_login_endpoint_is_a_token_error(tmp_path: Path) -> None:
     settings = EmulatorSettings(state_dir=tmp_path / "emu")
     async with running_emulator(settings) as emulator:
-        dead = Tenant(name="x", tenant_id="t", client_id="c", client_secret=Secret("s"),
-                      domains=("x.com",), login_endpoint="https://127.0.0.1:9",
-                      ca_file=emulator.ca_file)
+        dead = Tenant(
+            name="x",
+            tenant_id="t",
+            client_id="c",
+            client_secret=Secret("s"),
+            domains=("x.com",),
+            login_endpoint="https://127.0.0.1:9",
+            ca_file=emulator.ca_file,
+        )
     provider = TokenProvider(dead, timeout=5)
     with pytest.raises(TokenError, match="tenant x"):
         await provider.get()

@@ -145,7 +145,8 @@ def raw_leaves(data: bytes) -> list[RawLeaf]:
         return [RawLeaf(headers, _decode(body, encoding))]
     # The line break before a delimiter belongs to the delimiter (RFC 2046 section 5.1.1).
     delimiter = re.compile(
-        rb"(?:\A|\r?\n)--" + re.escape(boundary.encode("utf-8", "surrogateescape"))
+        rb"(?:\A|\r?\n)--"
+        + re.escape(boundary.encode("utf-8", "surrogateescape"))
         + rb"(--)?[ \t]*(?:\r?\n|\Z)"
     )
     leaves: list[RawLeaf] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import smtplib
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -15,24 +16,33 @@ import yaml
 from gateway.app import Gateway
 from gateway.config import Config, load_config
 from gateway.delivery.engine import DeliveryEvent
+from gateway.queue.model import Arrival
+
+# The `spool` section gateways get when a test does not give one (see the `queue_backend`
+# fixture: the file spool, or a cluster's database).
+SPOOL: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("SPOOL", default=None)
 
 
 def config_document(tmp_path: Path, emulator: Any, **sections: Any) -> dict[str, Any]:
     """A gateway config for tests: one loopback listener on a free port, one tenant."""
     document: dict[str, Any] = {
-        "smtp": {"hostname": "gateway.test",
-                 "listeners": [{"name": "lan", "address": "127.0.0.1", "port": 0}]},
-        "tenants": [{
-            "name": "contoso",
-            "tenant_id": "contoso-tenant",
-            "client_id": "contoso-app",
-            "client_secret": "contoso-secret",
-            "domains": ["contoso.com", "*.contoso.com"],
-            "login_endpoint": emulator.login_endpoint,
-            "graph_endpoint": emulator.graph_endpoint,
-            "ca_file": str(emulator.ca_file),
-        }],
-        "spool": {"directory": str(tmp_path / "spool")},
+        "smtp": {
+            "hostname": "gateway.test",
+            "listeners": [{"name": "lan", "address": "127.0.0.1", "port": 0}],
+        },
+        "tenants": [
+            {
+                "name": "contoso",
+                "tenant_id": "contoso-tenant",
+                "client_id": "contoso-app",
+                "client_secret": "contoso-secret",
+                "domains": ["contoso.com", "*.contoso.com"],
+                "login_endpoint": emulator.login_endpoint,
+                "graph_endpoint": emulator.graph_endpoint,
+                "ca_file": str(emulator.ca_file),
+            }
+        ],
+        "spool": SPOOL.get() or {"directory": str(tmp_path / "spool")},
         "delivery": {"retry_initial": "1s", "retry_max": "2s", "concurrency": 4},
         "shutdown": {"drain_timeout": "5s"},
     }
@@ -90,8 +100,9 @@ class Running:
 
         return await asyncio.get_running_loop().run_in_executor(self.clients, run)
 
-    async def next_event(self, timeout: float = 20.0,
-                         accept: Callable[[DeliveryEvent], bool] = lambda e: True) -> DeliveryEvent:
+    async def next_event(
+        self, timeout: float = 20.0, accept: Callable[[DeliveryEvent], bool] = lambda e: True
+    ) -> DeliveryEvent:
         """The next delivery event that `accept`s (waits on the engine's events)."""
         async with asyncio.timeout(timeout):
             while True:
@@ -101,8 +112,9 @@ class Running:
 
     async def delivered(self, count: int, timeout: float = 20.0) -> list[DeliveryEvent]:
         """Wait for `count` delivered events."""
-        return [await self.next_event(timeout, lambda e: e.result == "delivered")
-                for _ in range(count)]
+        return [
+            await self.next_event(timeout, lambda e: e.result == "delivered") for _ in range(count)
+        ]
 
 
 @asynccontextmanager
@@ -116,3 +128,18 @@ async def run_gateway(config: Config) -> AsyncIterator[Running]:
     finally:
         await gateway.shutdown()
         running.clients.shutdown(wait=True)
+
+
+def arrival(mail_from: str = "scanner@contoso.com", *rcpt_tos: str, **facts: Any) -> Arrival:
+    """A message as a device on the LAN listener hands it over from loopback, for tests that
+    put mail in a queue directly (`facts`: another client, peer, listener…)."""
+    return Arrival(
+        **{
+            "mail_from": mail_from,
+            "rcpt_tos": rcpt_tos or ("alice@contoso.com",),
+            "client": "loopback",
+            "peer": "127.0.0.1",
+            "listener": "lan",
+            **facts,
+        }
+    )

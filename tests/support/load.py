@@ -35,8 +35,9 @@ class Load:
             message_id = f"{self.prefix}-{number}-{index}@load.test"
             try:
                 with smtplib.SMTP("127.0.0.1", self.port, timeout=10) as client:
-                    client.sendmail("scanner@contoso.com", ["alice@contoso.com"],
-                                    load_message(message_id))
+                    client.sendmail(
+                        "scanner@contoso.com", ["alice@contoso.com"], load_message(message_id)
+                    )
             except (OSError, smtplib.SMTPException):
                 with self._lock:
                     self.failures += 1
@@ -45,8 +46,10 @@ class Load:
                 self.acknowledged.append(message_id)
 
     def start(self) -> list[threading.Thread]:
-        threads = [threading.Thread(target=self.run_sender, args=(n,), daemon=True)
-                   for n in range(self.senders)]
+        threads = [
+            threading.Thread(target=self.run_sender, args=(n,), daemon=True)
+            for n in range(self.senders)
+        ]
         for thread in threads:
             thread.start()
         return threads

@@ -34,9 +34,17 @@ class GatewayProcess:
         Python, for a test that wraps it)."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         process = await asyncio.create_subprocess_exec(
-            *python, "-m", "gateway", "serve", "--config", str(config), *args,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE, env=env,
+            *python,
+            "-m",
+            "gateway",
+            "serve",
+            "--config",
+            str(config),
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
         )
         return cls(process)
 
@@ -75,6 +83,13 @@ class GatewayProcess:
         if self.process.returncode is None:
             self.process.kill()
 
+    async def reap(self, timeout: float = 20.0) -> None:
+        """Kill it if it still runs and wait until it is gone (its pipe closed): a test that
+        failed halfway leaves nothing running for the next one."""
+        self.kill()
+        with contextlib.suppress(TimeoutError):
+            await self.wait_exit(timeout)
+
 
 class SmtpDialogue:
     """A raw SMTP connection, for tests that must control every byte and moment."""
@@ -84,8 +99,10 @@ class SmtpDialogue:
         self.writer = writer
 
     @classmethod
-    async def open(cls, host: str, port: int) -> SmtpDialogue:
-        reader, writer = await asyncio.open_connection(host, port)
+    async def open(cls, host: str, port: int, source: str | None = None) -> SmtpDialogue:
+        """Connect (from the loopback address `source`, when given) and read the greeting."""
+        local = (source, 0) if source else None
+        reader, writer = await asyncio.open_connection(host, port, local_addr=local)
         dialogue = cls(reader, writer)
         greeting = await dialogue.reply()
         assert greeting.startswith("220"), greeting

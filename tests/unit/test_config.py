@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from gateway.addresses import parse_mailbox
-from gateway.config import Cloud, SubmissionMode, TlsMode, parse_config
+from gateway.config import Cloud, SubmissionMode, TlsMode, load_config, parse_config
 from gateway.errors import ConfigError
-from gateway.routing import Router, advertised_size
+from gateway.queue.model import Envelope
+from gateway.routing import Router, advertised_size, router_for
 
 MINIMAL = """
 smtp:
@@ -195,8 +197,8 @@ def test_user_password_must_be_a_hash(tmp_path: Path) -> None:
 
 def test_submission_modes_and_large_messages(tmp_path: Path) -> None:
     text = MINIMAL.replace(
-        "    domains: [contoso.com, \"*.contoso.com\"]\n",
-        "    domains: [contoso.com, \"*.contoso.com\"]\n"
+        '    domains: [contoso.com, "*.contoso.com"]\n',
+        '    domains: [contoso.com, "*.contoso.com"]\n'
         "    mode: JSON\n    large_messages: true\n    max_message_size: 100MiB\n",
     ) + (
         "routing:\n  addresses:\n"
@@ -217,13 +219,125 @@ def test_submission_modes_and_large_messages(tmp_path: Path) -> None:
 
 
 def test_bad_modes_and_sizes_name_their_paths(tmp_path: Path) -> None:
-    text = MINIMAL.replace(
-        "    domains: [contoso.com, \"*.contoso.com\"]\n",
-        "    domains: [contoso.com, \"*.contoso.com\"]\n"
-        "    mode: eml\n    max_message_size: 200MiB\n",
-    ) + "routing:\n  addresses:\n    printer@contoso.com: {mode: fast}\n    x@contoso.com: {}\n"
+    text = (
+        MINIMAL.replace(
+            '    domains: [contoso.com, "*.contoso.com"]\n',
+            '    domains: [contoso.com, "*.contoso.com"]\n'
+            "    mode: eml\n    max_message_size: 200MiB\n",
+        )
+        + "routing:\n  addresses:\n    printer@contoso.com: {mode: fast}\n    x@contoso.com: {}\n"
+    )
     errors = "\n".join(errors_of(text, tmp_path, {"CONTOSO_SECRET": "x"}))
     assert "tenants[0].mode" in errors
     assert "tenants[0].max_message_size" in errors and "150 MiB" in errors
     assert "routing.addresses.printer@contoso.com.mode" in errors
     assert "routing.addresses.x@contoso.com" in errors and "nothing to override" in errors
+
+
+def test_an_empty_tenant_list_is_refused(tmp_path: Path) -> None:
+    """`tenants: []` passed, and reloaded under load turned every MAIL into a 550."""
+    text = MINIMAL.split("tenants:", maxsplit=1)[0] + "tenants: []\nspool: {directory: spool}\n"
+    assert errors_of(text, tmp_path) == [
+        "tenants: at least one tenant is required — see config/example.yaml"
+    ]
+
+
+def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_bytes(MINIMAL.encode() + b"# caf\xe9\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={"CONTOSO_SECRET": "s3cr3t-value"})
+    [issue] = caught.value.issues
+    assert str(issue) == f"{path}: line 12: not UTF-8 (byte 0xe9) — save the file as UTF-8"
+
+
+SENT_ITEMS = MINIMAL.replace(
+    '    domains: [contoso.com, "*.contoso.com"]\n',
+    '    domains: [contoso.com, "*.contoso.com"]\n    save_to_sent_items: false\n',
+) + (
+    "clients:\n"
+    "  - {name: mfps, networks: [192.168.10.0/24], senders: ['*@contoso.com']}\n"
+    "  - {name: erp, networks: [10.0.0.5], senders: ['*@contoso.com'], save_to_sent_items: true}\n"
+    "users:\n"
+    "  - username: app\n"
+    "    password_hash: $scrypt$ln=1,r=8,p=1$c2FsdA$aGFzaA\n"
+    "    senders: ['*@contoso.com']\n"
+    "    save_to_sent_items: true\n"
+    "routing:\n  addresses:\n"
+    "    audit@contoso.com: {save_to_sent_items: true}\n"
+    "    quiet@contoso.com: {tenant: contoso, save_to_sent_items: false}\n"
+)
+
+
+def test_save_to_sent_items_per_tenant_client_user_and_sender(tmp_path: Path) -> None:
+    """A sender's override wins over the client's or user's setting, which wins over the
+    tenant's; the default is to keep a copy (Graph's default)."""
+    config = parse(SENT_ITEMS, tmp_path)
+    router = router_for(config)
+
+    def saves(sender: str, client: str = "mfps", user: str = "") -> bool:
+        envelope = Envelope("0190ABCDEF012A1B2C3", sender, ("a@x.com",), 0.0, client, "", "", 1)
+        [route] = router.routes_for(replace(envelope, user=user))
+        return route.save_to_sent_items
+
+    assert config.tenants[0].save_to_sent_items is False
+    assert saves("scanner@contoso.com") is False  # the tenant's
+    assert saves("scanner@contoso.com", client="erp") is True  # the client's
+    assert saves("scanner@contoso.com", user="app") is True  # the user's
+    assert saves("audit@contoso.com") is True  # the sender's, over the tenant's
+    assert saves("quiet@contoso.com", client="erp") is False  # the sender's, over the client's
+    assert parse(MINIMAL, tmp_path).tenants[0].save_to_sent_items is True
+
+
+def test_save_to_sent_items_false_where_it_cannot_be_honoured_is_an_error(
+    tmp_path: Path,
+) -> None:
+    text = (
+        MINIMAL.replace(
+            '    domains: [contoso.com, "*.contoso.com"]\n',
+            '    domains: [contoso.com, "*.contoso.com"]\n'
+            "    mode: mime\n    save_to_sent_items: false\n",
+        )
+        + "  - name: fabrikam\n"
+        "    tenant_id: 33333333-3333-3333-3333-333333333333\n"
+        "    client_id: 44444444-4444-4444-4444-444444444444\n"
+        "    client_secret: x\n"
+        "    domains: [fabrikam.com]\n"
+        "    transport: smtp-oauth\n"
+        "    save_to_sent_items: false\n"
+        "routing:\n  addresses:\n"
+        "    printer@fabrikam.com: {mode: mime, save_to_sent_items: false}\n"
+        "    odd@contoso.com: {save_to_sent_items: maybe}\n"
+    )
+    text = text.replace("spool: {directory: spool}\n", "") + "spool: {directory: spool}\n"
+    errors = errors_of(text, tmp_path, {"CONTOSO_SECRET": "x"})
+    mime = [e for e in errors if e.startswith("tenants[0].save_to_sent_items")]
+    assert len(mime) == 1 and "mode: mime cannot skip Sent Items" in mime[0]
+    assert "use mode: auto" in mime[0]
+    smtp = [e for e in errors if e.startswith("tenants[1].save_to_sent_items")]
+    assert len(smtp) == 1 and "smtp-oauth cannot skip Sent Items" in smtp[0]
+    sender = [e for e in errors if e.startswith("routing.addresses.printer@fabrikam.com")]
+    assert sender and "mode: mime cannot skip Sent Items" in sender[0]
+    assert any(e.startswith("routing.addresses.odd@contoso.com.save_to_sent_items") for e in errors)
+
+
+def test_the_hve_endpoint_preset(tmp_path: Path) -> None:
+    text = MINIMAL.replace(
+        '    domains: [contoso.com, "*.contoso.com"]\n',
+        '    domains: [contoso.com, "*.contoso.com"]\n'
+        "    transport: smtp-oauth\n    smtp_endpoint: hve\n",
+    )
+    [tenant] = parse(text, tmp_path).tenants
+    assert (tenant.smtp_endpoint, tenant.hve) == (("smtp-hve.office365.com", 587), True)
+    explicit = text.replace("smtp_endpoint: hve", "smtp_endpoint: smtp-hve.office365.com:587")
+    assert parse(explicit, tmp_path).tenants[0].hve is True
+    assert parse(MINIMAL, tmp_path).tenants[0].hve is False
+
+
+def test_hve_needs_the_smtp_oauth_transport(tmp_path: Path) -> None:
+    text = MINIMAL.replace(
+        '    domains: [contoso.com, "*.contoso.com"]\n',
+        '    domains: [contoso.com, "*.contoso.com"]\n    hve: true\n',
+    )
+    [error] = errors_of(text, tmp_path, {"CONTOSO_SECRET": "x"})
+    assert error.startswith("tenants[0].hve: High Volume Email is an SMTP endpoint")

@@ -6,10 +6,10 @@ import asyncio
 import itertools
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.smtp.data import read_data, unstuff_and_normalize
+from gateway.smtp.data import Normalizer, read_data, unstuff_and_normalize
 
 
 def stuffed(message: bytes) -> bytes:
@@ -101,3 +101,25 @@ def test_the_end_marker_is_found_however_the_reads_split_it(
 async def test_a_dot_and_its_line_end_in_separate_reads_end_an_empty_message() -> None:
     assert await feed_in_reads([b".", b"\r\n", b"NOOP\r\n"]) == (b"", b"NOOP\r\n")
     assert await feed_in_reads([b"a\r", b"\n.", b"\r", b"\nRSET\r\n"]) == (b"a\r\n", b"RSET\r\n")
+
+
+def _reference_normalise(data: bytes) -> bytes:
+    """The whole-message rule, as Postfix's normalize reads a DATA section."""
+    if data.count(b"\n") != data.count(b"\r\n"):
+        data = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    return (b"\r\n" + data).replace(b"\r\n.", b"\r\n")[2:]
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    st.binary(max_size=40).map(lambda b: bytes(b".\r\nx"[c % 4] for c in b)),
+    st.lists(st.integers(0, 40), max_size=6),
+)
+def test_normalising_a_piece_at_a_time_is_the_same_as_whole(data: bytes, cuts: list[int]) -> None:
+    """DATA is normalised as it arrives: however it is cut into reads, the message is the
+    one the whole section gives (regressions from fuzzing: a read ending after CRLF + dot
+    lost a second dot; a CRLF split between reads left the next bare LF alone)."""
+    normalizer = Normalizer()
+    edges = [0, *sorted(min(c, len(data)) for c in cuts), len(data)]
+    pieces = [data[a:b] for a, b in itertools.pairwise(edges)]
+    assert b"".join(normalizer.feed(piece) for piece in pieces) == _reference_normalise(data)

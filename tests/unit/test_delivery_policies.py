@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from gateway.delivery.backoff import backoff_delay, parse_retry_after
-from gateway.delivery.classify import classify
+from gateway.delivery.backoff import backoff_delay
+from gateway.graph.classify import classify, parse_retry_after
 
 
 @pytest.mark.parametrize(
@@ -50,10 +50,21 @@ def test_access_denied_explains_the_portal_setting() -> None:
 def test_backoff_doubles_with_jitter_and_caps() -> None:
     rng = random.Random(7)
     delays = [backoff_delay(n, initial=60, maximum=3600, rng=rng) for n in range(1, 10)]
-    assert 48 <= delays[0] <= 72
-    assert 96 <= delays[1] <= 144
+    assert 48 <= delays[0] <= 60
+    assert 96 <= delays[1] <= 120
     assert all(d <= 3600 for d in delays)
     assert delays[-1] >= 2880
+
+
+def test_backoff_never_waits_longer_than_the_stated_interval() -> None:
+    """README: the first retry of a temporary failure comes within `retry_initial` (1 m), and
+    each later one within its doubled interval; jitter only shortens (it used to add ±20 %,
+    so the first retry could come after 72 s)."""
+    rng = random.Random(19)
+    for _ in range(500):
+        for attempt, stated in enumerate((60, 120, 240, 480, 960, 1920, 3600, 3600), start=1):
+            delay = backoff_delay(attempt, initial=60, maximum=3600, rng=rng)
+            assert 0.8 * stated <= delay <= stated, (attempt, delay)
 
 
 def test_retry_after_forms() -> None:

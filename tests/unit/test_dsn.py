@@ -50,3 +50,34 @@ def test_notifications_are_recognised() -> None:
     assert is_notification(make())
     assert is_notification(b"From: a@b.c\r\nAuto-Submitted: auto-replied\r\n\r\nx")
     assert not is_notification(ORIGINAL)
+
+
+def test_8bit_headers_and_diagnostics_make_a_valid_report() -> None:
+    """A held message with raw 8-bit header bytes (UTF-8, windows-1252, a stray 0x80) used to
+    crash the bounce (UnicodeEncodeError), so its sender was never told."""
+    original = (
+        b"From: Sc\xc3\xa4nner <scanner@contoso.com>\r\nTo: x@fabrikam.com\r\n"
+        b"Subject: Caf\xe9\r\nX0: \x80\r\n\r\nbody\r\n"
+    )
+    raw = build_dsn(
+        original=original,
+        original_sender="scanner@contoso.com",
+        queue_id="Q43",
+        failure=Failure(
+            ("x@fabrikam.com",),
+            "5.1.1",
+            "400 ErrorInvalidRecipients — naïve",
+            "Graph rejected the recipients",
+        ),
+        postmaster="postmaster@contoso.com",
+        reporting_host="gw.contoso.com",
+        arrival=1_790_000_000.0,
+        now=1_790_000_060.0,
+    )
+    assert raw.isascii()
+    report = message_from_bytes(raw, policy=policy.default)
+    _text, status, headers = report.iter_parts()
+    shown = headers.get_content()
+    assert "From: Scänner <scanner@contoso.com>" in shown
+    assert "Subject: Café" in shown
+    assert "Diagnostic-Code: X-Graph; 400 ErrorInvalidRecipients ? na?ve" in status.as_string()

@@ -26,3 +26,15 @@ def test_example_config_is_valid(tmp_path: Path) -> None:
     assert config.tenants[0].client_secret.reveal() == "secret-value"
     assert [client.name for client in config.clients] == ["printers", "erp"]
     assert config.http is not None and config.http.port == 8025
+    assert config.warnings == ()  # the example is what a correct configuration looks like
+
+
+def test_example_and_quick_start_say_that_large_messages_need_large_messages() -> None:
+    """`max_message_size: 35MiB` in the example read as a promise; without a tenant with
+    `large_messages: true` nothing over 3,080,192 bytes is accepted (issue #19)."""
+    example = EXAMPLE.read_text()
+    size_comment = example[: example.index("max_message_size: 35MiB")]
+    assert "3,080,192 bytes" in size_comment[-400:]
+    readme = (EXAMPLE.parents[1] / "README.md").read_text()
+    quick_start = readme[readme.index("## Quick start") : readme.index("## Commands")]
+    assert "3,080,192 bytes" in quick_start and "large_messages: true" in quick_start

@@ -645,6 +645,174 @@ Content-Type: text/html
     assert b"Regards, Tim" in shown
 
 
+def mixed(*parts: str) -> bytes:
+    """A multipart/mixed message of the given parts (each its header lines, a blank, a body)."""
+    body = "".join(f"--M\n{part}\n" for part in parts)
+    return crlf(
+        'To: a@contoso.com\nContent-Type: multipart/mixed; boundary="M"\n\n' + body + "--M--\n"
+    )
+
+
+def test_inline_text_parts_of_a_mixed_message_are_kept_on_lines_of_their_own() -> None:
+    data = mixed("Content-Type: text/plain\n\nOne", "Content-Type: text/plain\n\nTwo")
+
+    conversion = convert(data, ["a@contoso.com"])
+
+    assert conversion.message["body"] == {"contentType": "text", "content": "One\r\nTwo"}
+    assert conversion.attachments == ()
+
+
+def test_text_before_and_after_an_attachment_is_not_glued_together() -> None:
+    data = mixed(
+        "Content-Type: text/plain\n\nText text text.",
+        "Content-Type: application/pdf; name=scan.pdf\nContent-Transfer-Encoding: base64\n\n"
+        "JVBERi0=",
+        "Content-Type: text/plain\n\nText text text.",
+    )
+
+    conversion = convert(data, ["a@contoso.com"])
+
+    assert conversion.message["body"]["content"] == "Text text text.\r\nText text text."
+    assert attachment_bytes(conversion, data) == {"scan.pdf": b"%PDF-"}
+
+
+def test_inline_text_with_a_filename_is_shown_in_the_body() -> None:
+    """RFC 2183: an inline part is shown when the message is; a filename does not make it an
+    attachment. A named text part without `inline`, or marked attachment, stays a file."""
+    data = mixed(
+        "Content-Type: text/plain\n\nThe job log follows.\n",
+        'Content-Type: text/plain\nContent-Disposition: inline; filename="job.log"\n\n'
+        "started\nfinished",
+        'Content-Type: text/plain\nContent-Disposition: attachment; filename="keep.txt"\n\nkept',
+        'Content-Type: text/plain; name="named.txt"\n\nalso kept',
+    )
+
+    conversion = convert(data, ["a@contoso.com"])
+
+    assert conversion.message["body"] == {
+        "contentType": "text",
+        "content": "The job log follows.\r\nstarted\r\nfinished",
+    }
+    assert attachment_bytes(conversion, data) == {"keep.txt": b"kept", "named.txt": b"also kept"}
+
+
+def test_html_among_inline_parts_makes_an_html_body_with_the_text_escaped_in_order() -> None:
+    data = mixed(
+        "Content-Type: text/plain\n\nIntro & summary\nsecond line",
+        "Content-Type: text/html\n\n<p>The <b>table</b></p>",
+        "Content-Type: text/plain\n\nBye <3",
+    )
+
+    conversion = convert(data, ["a@contoso.com"])
+
+    assert conversion.message["body"] == {
+        "contentType": "html",
+        "content": "<div>Intro &amp; summary<br>\nsecond line</div>\n"
+        "<div><p>The <b>table</b></p></div>\n"
+        "<div>Bye &lt;3</div>",
+    }
+    assert conversion.attachments == ()
+
+
+def test_a_list_footer_after_an_html_alternative_joins_the_html_body() -> None:
+    data = crlf("""To: a@contoso.com
+Content-Type: multipart/mixed; boundary="M"
+
+--M
+Content-Type: multipart/alternative; boundary="A"
+
+--A
+Content-Type: text/plain
+
+News
+--A
+Content-Type: text/html
+
+<p>News</p>
+--A--
+--M
+Content-Type: text/plain
+
+Unsubscribe: <https://list.example/u>
+--M--
+""")
+
+    conversion = convert(data, ["a@contoso.com"])
+
+    assert conversion.message["body"] == {
+        "contentType": "html",
+        "content": "<div><p>News</p></div>\n<div>Unsubscribe: &lt;https://list.example/u&gt;</div>",
+    }
+    assert conversion.attachments == ()
+
+
+def test_a_later_alternative_in_a_mixed_message_shows_its_html_in_the_body() -> None:
+    """A note, then a forwarded newsletter as text and HTML alternatives: a reader shows the
+    note and the newsletter's HTML; neither alternative becomes an attachment."""
+    data = crlf("""To: a@contoso.com
+Content-Type: multipart/mixed; boundary="M"
+
+--M
+Content-Type: text/plain
+
+FYI
+--M
+Content-Type: multipart/alternative; boundary="A"
+
+--A
+Content-Type: text/plain
+
+News in text
+--A
+Content-Type: text/html
+
+<p>News</p>
+--A--
+--M--
+""")
+
+    conversion = convert(data, ["a@contoso.com"])
+
+    assert conversion.message["body"] == {
+        "contentType": "html",
+        "content": "<div>FYI</div>\n<div><p>News</p></div>",
+    }
+    assert conversion.attachments == ()
+
+
+def test_delivery_report_parts_are_text_attachments_with_readable_names() -> None:
+    data = crlf("""To: a@contoso.com
+Content-Type: multipart/report; report-type=delivery-status; boundary="R"
+
+--R
+Content-Type: text/plain
+
+Your message could not be delivered.
+--R
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; relay.contoso.com
+
+Final-Recipient: rfc822; gone@contoso.com
+Action: failed
+Status: 5.1.1
+--R
+Content-Type: text/rfc822-headers
+
+Subject: quarterly report
+--R--
+""")
+
+    conversion = convert(data, ["a@contoso.com"])
+
+    assert conversion.message["body"]["content"] == "Your message could not be delivered."
+    assert [(a.name, a.content_type) for a in conversion.attachments] == [
+        ("delivery-status.txt", "message/delivery-status"),
+        ("original-headers.txt", "text/rfc822-headers"),
+    ]
+    assert b"Status: 5.1.1" in attachment_bytes(conversion, data)["delivery-status.txt"]
+
+
 def test_attachment_only_message_has_an_empty_body() -> None:
     data = crlf(
         b"To: a@contoso.com\nContent-Type: application/pdf; name=scan.pdf\n"

@@ -246,9 +246,7 @@ def test_a_body_of_several_megabytes_decodes_across_read_steps() -> None:
     payload = bytes(range(256)) * 12_000 + b"tail"  # about 3 MB
     encoded = base64.encodebytes(payload).replace(b"\n", b"\r\n")
     encoded = encoded[:1_048_570] + b"!" + encoded[1_048_570:]  # skipped, as mail readers do
-    data = (
-        b"Content-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n" + encoded
-    )
+    data = b"Content-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n" + encoded
     part = parse_tree(data)
     assert decoded(data, part) == payload
     assert decoded_size(data, part) == len(payload)

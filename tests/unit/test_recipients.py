@@ -61,8 +61,10 @@ def test_header_recipients_outside_the_envelope_are_not_sent_to() -> None:
 
 
 def test_non_ascii_display_names_survive_a_rewrite() -> None:
-    message = (b"From: s@contoso.com\r\nTo: =?utf-8?q?J=C3=B6rg?= <jorg@contoso.com>, "
-               b"x@evil.org\r\nSubject: x\r\n\r\nbody\r\n")
+    message = (
+        b"From: s@contoso.com\r\nTo: =?utf-8?q?J=C3=B6rg?= <jorg@contoso.com>, "
+        b"x@evil.org\r\nSubject: x\r\n\r\nbody\r\n"
+    )
     prepared = with_envelope_bcc(message, ["jorg@contoso.com"])
     parsed = message_from_bytes(prepared.message, policy=policy.default)
     [address] = parsed["To"].addresses

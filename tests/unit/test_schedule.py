@@ -35,4 +35,3 @@ async def test_close_releases_every_waiter() -> None:
     for waiter in waiters:
         with pytest.raises(ScheduleClosedError):
             await asyncio.wait_for(waiter, 2)
-

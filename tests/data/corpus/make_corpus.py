@@ -15,7 +15,7 @@ Run from the repository root:  .venv/bin/python tests/data/corpus/make_corpus.py
 """
 # Non-Latin look-alikes (Cyrillic letters, full-width digits, Arabic-Indic digits, dashes)
 # are the point of this file, so RUF001 is off here.
-# ruff: noqa: RUF001
+# ruff: noqa: RUF001 - the corpus holds look-alike characters on purpose
 
 from __future__ import annotations
 
@@ -189,11 +189,14 @@ def fake_pdf(seed: int, image_bytes: int, producer: str) -> bytes:
         b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] "
         b"/Resources << /XObject << /Im0 4 0 R >> >> /Contents 5 0 R >>",
         b"<< /Type /XObject /Subtype /Image /Width 2480 /Height 3508 /ColorSpace /DeviceGray "
-        b"/BitsPerComponent 8 /Filter /DCTDecode /Length %d >>\nstream\n" % len(image)
+        b"/BitsPerComponent 8 /Filter /DCTDecode /Length %d >>\nstream\n"
+        % len(image)
         + image
         + b"\nendstream",
         b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream",
-        b"<< /Producer (" + producer.encode("ascii") + b") /CreationDate (D:20240315101523+01'00') >>",
+        b"<< /Producer ("
+        + producer.encode("ascii")
+        + b") /CreationDate (D:20240315101523+01'00') >>",
     ]
     out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
     offsets = []
@@ -316,8 +319,10 @@ def hp_laserjet_scan_pdf() -> Msg:
             boundary,
             [
                 entity(
-                    head("Content-Type: text/plain; charset=us-ascii",
-                         "Content-Transfer-Encoding: 7bit"),
+                    head(
+                        "Content-Type: text/plain; charset=us-ascii",
+                        "Content-Transfer-Encoding: 7bit",
+                    ),
                     crlf(text, "ascii"),
                 ),
                 entity(
@@ -361,8 +366,10 @@ def hp_scan_octet_stream_no_body() -> Msg:
             "HPBoundary0001",
             [
                 entity(
-                    head("Content-Type: application/octet-stream; name=scan0001.jpg",
-                         "Content-Transfer-Encoding: base64"),
+                    head(
+                        "Content-Type: application/octet-stream; name=scan0001.jpg",
+                        "Content-Transfer-Encoding: base64",
+                    ),
                     b64(jpeg),
                 )
             ],
@@ -403,12 +410,19 @@ def xerox_workcentre_scan() -> Msg:
         multipart(
             boundary,
             [
-                entity(head('Content-Type: text/plain; charset="US-ASCII"',
-                            "Content-Transfer-Encoding: 7bit"), crlf(text, "ascii")),
                 entity(
-                    head('Content-Type: application/pdf; name="Scan_0001.pdf"',
-                         "Content-Transfer-Encoding: base64",
-                         'Content-Disposition: attachment; filename="Scan_0001.pdf"'),
+                    head(
+                        'Content-Type: text/plain; charset="US-ASCII"',
+                        "Content-Transfer-Encoding: 7bit",
+                    ),
+                    crlf(text, "ascii"),
+                ),
+                entity(
+                    head(
+                        'Content-Type: application/pdf; name="Scan_0001.pdf"',
+                        "Content-Transfer-Encoding: base64",
+                        'Content-Disposition: attachment; filename="Scan_0001.pdf"',
+                    ),
                     b64(pdf),
                 ),
             ],
@@ -446,12 +460,19 @@ def ricoh_scan_bare_lf_tiff() -> Msg:
         multipart(
             boundary,
             [
-                entity(head("Content-Type: text/plain; charset=us-ascii",
-                            "Content-Transfer-Encoding: 7bit"), crlf(text, "ascii")),
                 entity(
-                    head('Content-Type: image/tiff; name="20240315101523.tif"',
-                         "Content-Transfer-Encoding: base64",
-                         'Content-Disposition: attachment; filename="20240315101523.tif"'),
+                    head(
+                        "Content-Type: text/plain; charset=us-ascii",
+                        "Content-Transfer-Encoding: 7bit",
+                    ),
+                    crlf(text, "ascii"),
+                ),
+                entity(
+                    head(
+                        'Content-Type: image/tiff; name="20240315101523.tif"',
+                        "Content-Transfer-Encoding: base64",
+                        'Content-Disposition: attachment; filename="20240315101523.tif"',
+                    ),
                     b64(tiff, width=72),
                 ),
             ],
@@ -489,8 +510,13 @@ def canon_imagerunner_scan_rfc2231() -> Msg:
         multipart(
             boundary,
             [
-                entity(head("Content-Type: text/plain; charset=US-ASCII",
-                            "Content-Transfer-Encoding: 7bit"), b"Attached Image\r\n"),
+                entity(
+                    head(
+                        "Content-Type: text/plain; charset=US-ASCII",
+                        "Content-Transfer-Encoding: 7bit",
+                    ),
+                    b"Attached Image\r\n",
+                ),
                 entity(
                     head(
                         "Content-Type: application/pdf;",
@@ -535,9 +561,13 @@ def konica_minolta_scan_continuation() -> Msg:
         multipart(
             boundary,
             [
-                entity(head('Content-Type: text/plain; charset="UTF-8"',
-                            "Content-Transfer-Encoding: 7bit"),
-                       b"Sent from bizhub C300i\r\nDocument: 12 pages\r\n"),
+                entity(
+                    head(
+                        'Content-Type: text/plain; charset="UTF-8"',
+                        "Content-Transfer-Encoding: 7bit",
+                    ),
+                    b"Sent from bizhub C300i\r\nDocument: 12 pages\r\n",
+                ),
                 entity(
                     head(
                         "Content-Type: application/pdf;",
@@ -590,9 +620,11 @@ def brother_scan_8bit_utf8() -> Msg:
             [
                 entity(head("Content-Type: text/plain; charset=utf-8"), crlf(text, "utf-8")),
                 entity(
-                    head(f'Content-Type: image/jpeg; name="{filename}"',
-                         "Content-Transfer-Encoding: base64",
-                         f'Content-Disposition: attachment; filename="{filename}"'),
+                    head(
+                        f'Content-Type: image/jpeg; name="{filename}"',
+                        "Content-Transfer-Encoding: base64",
+                        f'Content-Disposition: attachment; filename="{filename}"',
+                    ),
                     b64(jpeg),
                 ),
             ],
@@ -619,9 +651,11 @@ def toshiba_estudio_same_names() -> Msg:
 
     def pdf_part(data: bytes) -> bytes:
         return entity(
-            head('Content-Type: application/pdf; name="DOC150324.pdf"',
-                 "Content-Transfer-Encoding: base64",
-                 'Content-Disposition: attachment; filename="DOC150324.pdf"'),
+            head(
+                'Content-Type: application/pdf; name="DOC150324.pdf"',
+                "Content-Transfer-Encoding: base64",
+                'Content-Disposition: attachment; filename="DOC150324.pdf"',
+            ),
             b64(data),
         )
 
@@ -636,8 +670,10 @@ def toshiba_estudio_same_names() -> Msg:
         multipart(
             boundary,
             [
-                entity(head("Content-Type: text/plain; charset=us-ascii"),
-                       b"Scanned from TOSHIBA e-STUDIO2515AC\r\n[Scan to Email] 2 file(s) attached.\r\n"),
+                entity(
+                    head("Content-Type: text/plain; charset=us-ascii"),
+                    b"Scanned from TOSHIBA e-STUDIO2515AC\r\n[Scan to Email] 2 file(s) attached.\r\n",
+                ),
                 pdf_part(first),
                 pdf_part(second),
             ],
@@ -653,8 +689,10 @@ def toshiba_estudio_same_names() -> Msg:
         "text",
         ["[Scan to Email] 2 file(s) attached."],
         raw,
-        [Att("application/pdf", first, name="DOC150324.pdf"),
-         Att("application/pdf", second, name="DOC150324.pdf")],
+        [
+            Att("application/pdf", first, name="DOC150324.pdf"),
+            Att("application/pdf", second, name="DOC150324.pdf"),
+        ],
     )
 
 
@@ -680,12 +718,16 @@ def kyocera_taskalfa_cp1252() -> Msg:
         multipart(
             boundary,
             [
-                entity(head("Content-Type: text/plain; charset=windows-1252"),
-                       crlf(text, "windows-1252")),
                 entity(
-                    head(f'Content-Type: application/pdf; name="{b_word(filename, "UTF-8")}"',
-                         "Content-Transfer-Encoding: base64",
-                         f'Content-Disposition: attachment; filename="{b_word(filename, "UTF-8")}"'),
+                    head("Content-Type: text/plain; charset=windows-1252"),
+                    crlf(text, "windows-1252"),
+                ),
+                entity(
+                    head(
+                        f'Content-Type: application/pdf; name="{b_word(filename, "UTF-8")}"',
+                        "Content-Transfer-Encoding: base64",
+                        f'Content-Disposition: attachment; filename="{b_word(filename, "UTF-8")}"',
+                    ),
                     b64(pdf),
                 ),
             ],
@@ -730,10 +772,20 @@ def app_utf8_cjk_emoji_alternative() -> Msg:
         multipart(
             boundary,
             [
-                entity(head('Content-Type: text/plain; charset="UTF-8"',
-                            "Content-Transfer-Encoding: base64"), b64(crlf(text, "utf-8"))),
-                entity(head('Content-Type: text/html; charset="UTF-8"',
-                            "Content-Transfer-Encoding: base64"), b64(crlf(html, "utf-8"))),
+                entity(
+                    head(
+                        'Content-Type: text/plain; charset="UTF-8"',
+                        "Content-Transfer-Encoding: base64",
+                    ),
+                    b64(crlf(text, "utf-8")),
+                ),
+                entity(
+                    head(
+                        'Content-Type: text/html; charset="UTF-8"',
+                        "Content-Transfer-Encoding: base64",
+                    ),
+                    b64(crlf(html, "utf-8")),
+                ),
             ],
         ),
     )
@@ -811,8 +863,11 @@ def app_iso_8859_1_qp() -> Msg:
         ["einkauf@contoso.com"],
         subject,
         "text",
-        ["wir bestätigen Ihre Bestellung Nr. 4711", "Hauptstraße 5, 80331 München",
-         "Mit freundlichen Grüßen"],
+        [
+            "wir bestätigen Ihre Bestellung Nr. 4711",
+            "Hauptstraße 5, 80331 München",
+            "Mit freundlichen Grüßen",
+        ],
         raw,
     )
 
@@ -927,10 +982,20 @@ def app_iso_2022_jp_shift_jis() -> Msg:
         multipart(
             boundary,
             [
-                entity(head('Content-Type: text/plain; charset="ISO-2022-JP"',
-                            "Content-Transfer-Encoding: 7bit"), crlf(text, "iso-2022-jp")),
-                entity(head("Content-Type: text/html; charset=Shift_JIS",
-                            "Content-Transfer-Encoding: base64"), b64(crlf(html, "shift_jis"))),
+                entity(
+                    head(
+                        'Content-Type: text/plain; charset="ISO-2022-JP"',
+                        "Content-Transfer-Encoding: 7bit",
+                    ),
+                    crlf(text, "iso-2022-jp"),
+                ),
+                entity(
+                    head(
+                        "Content-Type: text/html; charset=Shift_JIS",
+                        "Content-Transfer-Encoding: base64",
+                    ),
+                    b64(crlf(html, "shift_jis")),
+                ),
             ],
         ),
     )
@@ -1032,19 +1097,28 @@ def app_euc_kr_related_cid() -> Msg:
         multipart(
             boundary,
             [
-                entity(head("Content-Type: text/html; charset=euc-kr",
-                            "Content-Transfer-Encoding: base64"), b64(crlf(html, "euc-kr"))),
                 entity(
-                    head('Content-Type: image/png; name="logo.png"',
-                         "Content-Transfer-Encoding: base64",
-                         "Content-ID: <logo-0001@groupware.contoso.com>",
-                         'Content-Disposition: inline; filename="logo.png"'),
+                    head(
+                        "Content-Type: text/html; charset=euc-kr",
+                        "Content-Transfer-Encoding: base64",
+                    ),
+                    b64(crlf(html, "euc-kr")),
+                ),
+                entity(
+                    head(
+                        'Content-Type: image/png; name="logo.png"',
+                        "Content-Transfer-Encoding: base64",
+                        "Content-ID: <logo-0001@groupware.contoso.com>",
+                        'Content-Disposition: inline; filename="logo.png"',
+                    ),
                     b64(logo),
                 ),
                 entity(
-                    head("Content-Type: image/jpeg",
-                         "Content-Transfer-Encoding: base64",
-                         "Content-ID: <chart-0002@groupware.contoso.com>"),
+                    head(
+                        "Content-Type: image/jpeg",
+                        "Content-Transfer-Encoding: base64",
+                        "Content-ID: <chart-0002@groupware.contoso.com>",
+                    ),
                     b64(chart),
                 ),
             ],
@@ -1062,8 +1136,13 @@ def app_euc_kr_related_cid() -> Msg:
         ["주간 업무 보고서", "이번 주 진행률: 85%", "cid:logo-0001@groupware.contoso.com"],
         raw,
         [
-            Att("image/png", logo, name="logo.png", inline=True,
-                content_id="logo-0001@groupware.contoso.com"),
+            Att(
+                "image/png",
+                logo,
+                name="logo.png",
+                inline=True,
+                content_id="logo-0001@groupware.contoso.com",
+            ),
             Att("image/jpeg", chart, inline=True, content_id="chart-0002@groupware.contoso.com"),
         ],
     )
@@ -1072,11 +1151,13 @@ def app_euc_kr_related_cid() -> Msg:
 def app_invoice_mixed_related_alternative() -> Msg:
     logo = png(113, 120, 40)
     pdf = fake_pdf(114, 25_000, "Contoso Billing")
-    xlsx = zip_file({
-        "[Content_Types].xml": b'<?xml version="1.0" encoding="UTF-8"?><Types/>',
-        "xl/workbook.xml": b'<?xml version="1.0" encoding="UTF-8"?><workbook/>',
-        "xl/worksheets/sheet1.xml": noise(115, 4_000).hex().encode("ascii"),
-    })
+    xlsx = zip_file(
+        {
+            "[Content_Types].xml": b'<?xml version="1.0" encoding="UTF-8"?><Types/>',
+            "xl/workbook.xml": b'<?xml version="1.0" encoding="UTF-8"?><workbook/>',
+            "xl/worksheets/sheet1.xml": noise(115, 4_000).hex().encode("ascii"),
+        }
+    )
     xlsx_type = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
     text = (
         "Dear customer,\n\nplease find attached invoice INV-2024-0315 for 1.234,56 € "
@@ -1093,24 +1174,38 @@ def app_invoice_mixed_related_alternative() -> Msg:
         multipart(
             "alt_b7e1",
             [
-                entity(head("Content-Type: text/plain; charset=utf-8",
-                            "Content-Transfer-Encoding: quoted-printable"), qp(text, "utf-8")),
-                entity(head("Content-Type: text/html; charset=utf-8",
-                            "Content-Transfer-Encoding: quoted-printable"), qp(html, "utf-8")),
+                entity(
+                    head(
+                        "Content-Type: text/plain; charset=utf-8",
+                        "Content-Transfer-Encoding: quoted-printable",
+                    ),
+                    qp(text, "utf-8"),
+                ),
+                entity(
+                    head(
+                        "Content-Type: text/html; charset=utf-8",
+                        "Content-Transfer-Encoding: quoted-printable",
+                    ),
+                    qp(html, "utf-8"),
+                ),
             ],
         ),
     )
     related = entity(
-        head('Content-Type: multipart/related; boundary="related_b7e1"; type="multipart/alternative"'),
+        head(
+            'Content-Type: multipart/related; boundary="related_b7e1"; type="multipart/alternative"'
+        ),
         multipart(
             "related_b7e1",
             [
                 alternative,
                 entity(
-                    head('Content-Type: image/png; name="contoso-logo.png"',
-                         "Content-Transfer-Encoding: base64",
-                         "Content-ID: <contoso-logo@billing.contoso.com>",
-                         'Content-Disposition: inline; filename="contoso-logo.png"'),
+                    head(
+                        'Content-Type: image/png; name="contoso-logo.png"',
+                        "Content-Transfer-Encoding: base64",
+                        "Content-ID: <contoso-logo@billing.contoso.com>",
+                        'Content-Disposition: inline; filename="contoso-logo.png"',
+                    ),
                     b64(logo),
                 ),
             ],
@@ -1130,14 +1225,22 @@ def app_invoice_mixed_related_alternative() -> Msg:
             "mixed_b7e1",
             [
                 related,
-                entity(head('Content-Type: application/pdf; name="INV-2024-0315.pdf"',
-                            "Content-Transfer-Encoding: base64",
-                            'Content-Disposition: attachment; filename="INV-2024-0315.pdf"'),
-                       b64(pdf)),
-                entity(head(f'Content-Type: {xlsx_type}; name="INV-2024-0315-details.xlsx"',
-                            "Content-Transfer-Encoding: base64",
-                            'Content-Disposition: attachment; filename="INV-2024-0315-details.xlsx"'),
-                       b64(xlsx)),
+                entity(
+                    head(
+                        'Content-Type: application/pdf; name="INV-2024-0315.pdf"',
+                        "Content-Transfer-Encoding: base64",
+                        'Content-Disposition: attachment; filename="INV-2024-0315.pdf"',
+                    ),
+                    b64(pdf),
+                ),
+                entity(
+                    head(
+                        f'Content-Type: {xlsx_type}; name="INV-2024-0315-details.xlsx"',
+                        "Content-Transfer-Encoding: base64",
+                        'Content-Disposition: attachment; filename="INV-2024-0315-details.xlsx"',
+                    ),
+                    b64(xlsx),
+                ),
             ],
         ),
     )
@@ -1149,12 +1252,20 @@ def app_invoice_mixed_related_alternative() -> Msg:
         ["accounts@fabrikam.com", "archive@contoso.com"],
         "Invoice INV-2024-0315 from Contoso",
         "html",
-        ["<b>INV-2024-0315</b>", "1.234,56 € (due 14 April 2024)",
-         "cid:contoso-logo@billing.contoso.com"],
+        [
+            "<b>INV-2024-0315</b>",
+            "1.234,56 € (due 14 April 2024)",
+            "cid:contoso-logo@billing.contoso.com",
+        ],
         raw,
         [
-            Att("image/png", logo, name="contoso-logo.png", inline=True,
-                content_id="contoso-logo@billing.contoso.com"),
+            Att(
+                "image/png",
+                logo,
+                name="contoso-logo.png",
+                inline=True,
+                content_id="contoso-logo@billing.contoso.com",
+            ),
             Att("application/pdf", pdf, name="INV-2024-0315.pdf"),
             Att(xlsx_type, xlsx, name="INV-2024-0315-details.xlsx"),
         ],
@@ -1176,12 +1287,18 @@ def app_forwarded_rfc822() -> Msg:
         multipart(
             "inner-0002",
             [
-                entity(head("Content-Type: text/plain; charset=us-ascii"),
-                       b"Please pay the attached invoice today.\r\n"),
-                entity(head('Content-Type: application/zip; name="invoice.zip"',
-                            "Content-Transfer-Encoding: base64",
-                            'Content-Disposition: attachment; filename="invoice.zip"'),
-                       b64(archive)),
+                entity(
+                    head("Content-Type: text/plain; charset=us-ascii"),
+                    b"Please pay the attached invoice today.\r\n",
+                ),
+                entity(
+                    head(
+                        'Content-Type: application/zip; name="invoice.zip"',
+                        "Content-Transfer-Encoding: base64",
+                        'Content-Disposition: attachment; filename="invoice.zip"',
+                    ),
+                    b64(archive),
+                ),
             ],
         ),
     )
@@ -1199,11 +1316,15 @@ def app_forwarded_rfc822() -> Msg:
         multipart(
             "fwd-outer-0001",
             [
-                entity(head("Content-Type: text/plain; charset=utf-8",
-                            "Content-Transfer-Encoding: 7bit"),
-                       b"Forwarding the suspicious message below as an attachment.\r\n-- Helpdesk\r\n"),
-                entity(head("Content-Type: message/rfc822",
-                            "Content-Disposition: attachment"), inner),
+                entity(
+                    head(
+                        "Content-Type: text/plain; charset=utf-8", "Content-Transfer-Encoding: 7bit"
+                    ),
+                    b"Forwarding the suspicious message below as an attachment.\r\n-- Helpdesk\r\n",
+                ),
+                entity(
+                    head("Content-Type: message/rfc822", "Content-Disposition: attachment"), inner
+                ),
             ],
         ),
     )
@@ -1246,12 +1367,25 @@ def app_calendar_invite() -> Msg:
         multipart(
             "cal-alt-0001",
             [
-                entity(head("Content-Type: text/plain; charset=UTF-8",
-                            "Content-Transfer-Encoding: 7bit"), crlf(text, "utf-8")),
-                entity(head("Content-Type: text/html; charset=UTF-8",
-                            "Content-Transfer-Encoding: 7bit"), crlf(html, "utf-8")),
-                entity(head("Content-Type: text/calendar; charset=UTF-8; method=REQUEST",
-                            "Content-Transfer-Encoding: base64"), b64(ics)),
+                entity(
+                    head(
+                        "Content-Type: text/plain; charset=UTF-8", "Content-Transfer-Encoding: 7bit"
+                    ),
+                    crlf(text, "utf-8"),
+                ),
+                entity(
+                    head(
+                        "Content-Type: text/html; charset=UTF-8", "Content-Transfer-Encoding: 7bit"
+                    ),
+                    crlf(html, "utf-8"),
+                ),
+                entity(
+                    head(
+                        "Content-Type: text/calendar; charset=UTF-8; method=REQUEST",
+                        "Content-Transfer-Encoding: base64",
+                    ),
+                    b64(ics),
+                ),
             ],
         ),
     )
@@ -1269,10 +1403,14 @@ def app_calendar_invite() -> Msg:
             "cal-mixed-0001",
             [
                 alternative,
-                entity(head('Content-Type: application/ics; name="invite.ics"',
-                            "Content-Transfer-Encoding: base64",
-                            'Content-Disposition: attachment; filename="invite.ics"'),
-                       b64(ics)),
+                entity(
+                    head(
+                        'Content-Type: application/ics; name="invite.ics"',
+                        "Content-Transfer-Encoding: base64",
+                        'Content-Disposition: attachment; filename="invite.ics"',
+                    ),
+                    b64(ics),
+                ),
             ],
         ),
     )
@@ -1314,18 +1452,30 @@ def app_backup_report_undisclosed() -> Msg:
         multipart(
             "backup-report-0001",
             [
-                entity(head("Content-Type: text/plain; charset=us-ascii",
-                            "Content-Transfer-Encoding: 7bit"),
-                       b"Nightly backup job completed successfully.\r\n"
-                       b"Processed: 12 VMs, 1.2 TB\r\nDuration: 02:14:07\r\n"),
-                entity(head('Content-Type: text/plain; charset=us-ascii; name="backup-2024-03-15.log"',
-                            "Content-Transfer-Encoding: 7bit",
-                            'Content-Disposition: attachment; filename="backup-2024-03-15.log"'),
-                       log),
-                entity(head('Content-Type: text/plain; name="errors.txt"',
-                            "Content-Transfer-Encoding: base64",
-                            'Content-Disposition: attachment; filename="errors.txt"'),
-                       b""),
+                entity(
+                    head(
+                        "Content-Type: text/plain; charset=us-ascii",
+                        "Content-Transfer-Encoding: 7bit",
+                    ),
+                    b"Nightly backup job completed successfully.\r\n"
+                    b"Processed: 12 VMs, 1.2 TB\r\nDuration: 02:14:07\r\n",
+                ),
+                entity(
+                    head(
+                        'Content-Type: text/plain; charset=us-ascii; name="backup-2024-03-15.log"',
+                        "Content-Transfer-Encoding: 7bit",
+                        'Content-Disposition: attachment; filename="backup-2024-03-15.log"',
+                    ),
+                    log,
+                ),
+                entity(
+                    head(
+                        'Content-Type: text/plain; name="errors.txt"',
+                        "Content-Transfer-Encoding: base64",
+                        'Content-Disposition: attachment; filename="errors.txt"',
+                    ),
+                    b"",
+                ),
             ],
         ),
     )
@@ -1380,54 +1530,77 @@ def app_cron_no_mime_headers() -> Msg:
 
 # -- S/MIME -----------------------------------------------------------------------------------
 
+
 def throwaway_pki(work: Path) -> None:
     """A CA and an S/MIME signer certificate (valid 2024-2124, so the committed message keeps
     verifying), written as PEM files into `work`; their keys never leave it."""
     ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     signer_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "smtp-graph-gateway corpus CA")])
-    signer_name = x509.Name([
-        x509.NameAttribute(NameOID.COMMON_NAME, "Contoso Payroll"),
-        x509.NameAttribute(NameOID.EMAIL_ADDRESS, "payroll@contoso.com"),
-    ])
+    signer_name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, "Contoso Payroll"),
+            x509.NameAttribute(NameOID.EMAIL_ADDRESS, "payroll@contoso.com"),
+        ]
+    )
     start = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
     end = datetime.datetime(2124, 1, 1, tzinfo=datetime.UTC)
 
     def usage(*, signer: bool) -> x509.KeyUsage:
         return x509.KeyUsage(
-            digital_signature=signer, content_commitment=signer, key_encipherment=False,
-            data_encipherment=False, key_agreement=False, key_cert_sign=not signer,
-            crl_sign=not signer, encipher_only=False, decipher_only=False,
+            digital_signature=signer,
+            content_commitment=signer,
+            key_encipherment=False,
+            data_encipherment=False,
+            key_agreement=False,
+            key_cert_sign=not signer,
+            crl_sign=not signer,
+            encipher_only=False,
+            decipher_only=False,
         )
 
     ca = (
-        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-        .public_key(ca_key.public_key()).serial_number(1)
-        .not_valid_before(start).not_valid_after(end)
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(1)
+        .not_valid_before(start)
+        .not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(usage(signer=False), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
-                       critical=False)
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
         .sign(ca_key, hashes.SHA256())
     )
     signer = (
-        x509.CertificateBuilder().subject_name(signer_name).issuer_name(ca_name)
-        .public_key(signer_key.public_key()).serial_number(2)
-        .not_valid_before(start).not_valid_after(end)
+        x509.CertificateBuilder()
+        .subject_name(signer_name)
+        .issuer_name(ca_name)
+        .public_key(signer_key.public_key())
+        .serial_number(2)
+        .not_valid_before(start)
+        .not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(usage(signer=True), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]),
-                       critical=False)
-        .add_extension(x509.SubjectAlternativeName([x509.RFC822Name("payroll@contoso.com")]),
-                       critical=False)
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False
+        )
+        .add_extension(
+            x509.SubjectAlternativeName([x509.RFC822Name("payroll@contoso.com")]), critical=False
+        )
         .sign(ca_key, hashes.SHA256())
     )
     (work / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     (work / "signer.pem").write_bytes(signer.public_bytes(serialization.Encoding.PEM))
-    (work / "signer.key").write_bytes(signer_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ))
+    (work / "signer.key").write_bytes(
+        signer_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
 
 
 def app_smime_signed() -> Msg:
@@ -1438,14 +1611,21 @@ def app_smime_signed() -> Msg:
         multipart(
             "smime-inner-0001",
             [
-                entity(head("Content-Type: text/plain; charset=utf-8",
-                            "Content-Transfer-Encoding: 7bit"),
-                       b"Payroll summary for March 2024 is attached.\r\n"
-                       b"This message is signed; do not alter it.\r\n"),
-                entity(head('Content-Type: application/pdf; name="payroll-2024-03.pdf"',
-                            "Content-Transfer-Encoding: base64",
-                            'Content-Disposition: attachment; filename="payroll-2024-03.pdf"'),
-                       b64(pdf)),
+                entity(
+                    head(
+                        "Content-Type: text/plain; charset=utf-8", "Content-Transfer-Encoding: 7bit"
+                    ),
+                    b"Payroll summary for March 2024 is attached.\r\n"
+                    b"This message is signed; do not alter it.\r\n",
+                ),
+                entity(
+                    head(
+                        'Content-Type: application/pdf; name="payroll-2024-03.pdf"',
+                        "Content-Transfer-Encoding: base64",
+                        'Content-Disposition: attachment; filename="payroll-2024-03.pdf"',
+                    ),
+                    b64(pdf),
+                ),
             ],
         ),
     )
@@ -1453,9 +1633,24 @@ def app_smime_signed() -> Msg:
         work = Path(scratch)
         throwaway_pki(work)
         signed = subprocess.run(
-            ["openssl", "cms", "-sign", "-signer", "signer.pem", "-inkey", "signer.key",
-             "-md", "sha256", "-outform", "SMIME", "-crlfeol"],
-            cwd=work, input=content, check=True, capture_output=True,
+            [
+                "openssl",
+                "cms",
+                "-sign",
+                "-signer",
+                "signer.pem",
+                "-inkey",
+                "signer.key",
+                "-md",
+                "sha256",
+                "-outform",
+                "SMIME",
+                "-crlfeol",
+            ],
+            cwd=work,
+            input=content,
+            check=True,
+            capture_output=True,
         ).stdout
         (HERE / "smime-ca.pem").write_bytes((work / "ca.pem").read_bytes())
     # OpenSSL 3.0 ends the signature's base64 lines with a bare LF even with -crlfeol; a
@@ -1463,13 +1658,16 @@ def app_smime_signed() -> Msg:
     # that is signed).
     signed = signed.replace(CRLF, b"\n").replace(b"\n", CRLF)
     # openssl's output starts with MIME-Version and Content-Type; the mailer adds the rest.
-    raw = head(
-        "From: Payroll <payroll@contoso.com>",
-        "To: hr@contoso.com",
-        "Subject: Signed: payroll summary March 2024",
-        "Date: Fri, 29 Mar 2024 17:00:00 +0100",
-        "Message-ID: <payroll-2024-03@payroll.contoso.com>",
-    ) + signed
+    raw = (
+        head(
+            "From: Payroll <payroll@contoso.com>",
+            "To: hr@contoso.com",
+            "Subject: Signed: payroll summary March 2024",
+            "Date: Fri, 29 Mar 2024 17:00:00 +0100",
+            "Message-ID: <payroll-2024-03@payroll.contoso.com>",
+        )
+        + signed
+    )
     parsed = email.message_from_bytes(raw, policy=email.policy.default)
     [signature] = [p for p in parsed.walk() if p.get_filename() == "smime.p7s"]
     return Msg(
@@ -1485,8 +1683,7 @@ def app_smime_signed() -> Msg:
         raw,
         [
             Att("application/pdf", pdf, name="payroll-2024-03.pdf"),
-            Att(signature.get_content_type(), signature.get_payload(decode=True),
-                name="smime.p7s"),
+            Att(signature.get_content_type(), signature.get_payload(decode=True), name="smime.p7s"),
         ],
         signed=True,
     )
@@ -1531,8 +1728,9 @@ def main(argv: list[str]) -> None:
             continue
         message = build()
         (HERE / f"{message.name}.eml").write_bytes(message.raw)
-        document = yaml.safe_dump(message.expectation(), allow_unicode=True, sort_keys=False,
-                                  width=100)
+        document = yaml.safe_dump(
+            message.expectation(), allow_unicode=True, sort_keys=False, width=100
+        )
         (HERE / f"{message.name}.yaml").write_text(document, encoding="utf-8")
         print(f"{message.name}: {len(message.raw):,} bytes")
 

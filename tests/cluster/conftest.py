@@ -1,0 +1,1 @@
+"""The cluster tests' databases (fixtures in tests/support/postgres.py)."""
