@@ -7,14 +7,9 @@ a queue transition and a typed event for the observers). Whatever happens, even 
 message ends in one state of the queue; the engine talks to the queue and the transports
 only through their interfaces (`queue.base.Queue`, `transport.Transport`).
 
-Outages (`outages`): when a tenant's requests fail for reasons that are not the messages' own,
-its messages are parked and one probe per interval finds the end; the first answer flushes
-them. One node parks them in memory (and the deferral's record in the queue says it was an
-outage, so a restart probes at once instead of waiting out the backoff). In a cluster the
-shared queue keeps no job here between attempts, so the database holds the parking: an
-outage deferral is due only after `retry_max`, each node's probe makes one such message of
-the tenant due now, and each node's flush makes them all due now — any node then takes them,
-under the limits the database keeps for all nodes.
+Outages (`outage_watch`): when a tenant's requests fail for reasons that are not the
+messages' own, its messages are parked and one probe per interval finds the end; the first
+answer flushes them.
 """
 
 from __future__ import annotations
@@ -29,15 +24,16 @@ import structlog
 
 from gateway.config import DeliverySettings
 from gateway.delivery.admission import LocalAdmission
-from gateway.delivery.attempt import Attempt, Failed, Tried, not_the_message
+from gateway.delivery.attempt import Attempt, Failed, Tried
 from gateway.delivery.disposition import Disposition
 from gateway.delivery.events import DeliveryEvent, Observer
 from gateway.delivery.job import Admission, Job
-from gateway.delivery.outages import DEFAULT_PROBE_INTERVAL, Ended, Failure, Outages
+from gateway.delivery.outage_watch import OutageWatch
+from gateway.delivery.outages import DEFAULT_PROBE_INTERVAL
 from gateway.delivery.schedule import ScheduleClosedError
 from gateway.errors import CorruptRecord, SpoolError
 from gateway.queue.base import Queue
-from gateway.queue.model import Due, QueuedMessage
+from gateway.queue.model import Due
 from gateway.routing import Route, Router
 from gateway.transport import Transport
 
@@ -82,14 +78,14 @@ class DeliveryEngine:
         self._idle.set()
         self._stopping = False
         self._stopped = asyncio.Event()
-        # A probe never waits longer than a message's first retry would have.
-        self._probe_interval = probe_interval
-        self._outages = Outages(min(probe_interval, settings.retry_initial))
-        self._probes: dict[str, asyncio.TimerHandle] = {}  # tenant → its next probe
-        self._tasks: set[asyncio.Task[None]] = set()
-        # A cluster: tenants answered since this node started. The first answer of each also
-        # releases what an outage deferred before (every node may have restarted meanwhile).
-        self._answered_since_start: set[str] = set()
+        self._outages = OutageWatch(
+            admission=self._admission,
+            disposition=self._disposition,
+            router=router,
+            queued=self._jobs.__contains__,
+            probe_interval=probe_interval,
+            retry_initial=settings.retry_initial,
+        )
         self.observers: list[Observer] = []
 
     def update_settings(self, settings: DeliverySettings) -> list[str]:
@@ -101,7 +97,7 @@ class DeliveryEngine:
             if getattr(old, name) != getattr(settings, name)
         ]
         self._settings = settings
-        self._outages.interval = min(self._probe_interval, settings.retry_initial)
+        self._outages.resize(settings.retry_initial)
         self._disposition.update(settings)
         self._admission.resize(settings.max_bytes_in_flight)
         return [f"delivery.{name}" for name in fixed]
@@ -112,8 +108,7 @@ class DeliveryEngine:
             "in_flight": self._busy,
             "bytes_in_flight": self._admission.bytes_in_flight,
             "waiting_for_memory": self._admission.waiting_for_memory,
-            "tenants_in_outage": len(self._outages.tenants),
-            "outage_probes": self._outages.probes_total,
+            **self._outages.gauges(),
         }
 
     @property
@@ -137,43 +132,19 @@ class DeliveryEngine:
         if not self._outages.parked(queue_id):
             self._admission.due(queue_id, delay)
         elif delay <= 0:  # asked for now (queue retry): it is the next probe, at once
-            tenant = self._outages.hurry(queue_id, time.monotonic())
-            if tenant is not None:
-                self._arm(tenant)
+            self._outages.hurry(queue_id)
         # (else a deferral of a parked message: it goes with the probe or the flush)
 
     def forget(self, queue_id: str) -> None:
         """The message left the queue (delivered, held, deleted): drop what we know of it."""
         self._jobs.pop(queue_id, None)
         self._admission.forget(queue_id)
-        self._unpark(queue_id)
-
-    def _unpark(self, queue_id: str) -> None:
-        """The message waits for no outage any more; if it was the probe, another goes."""
-        tenant = self._outages.forget(queue_id, time.monotonic())
-        if tenant is not None:
-            self._arm(tenant)
+        self._outages.unpark(queue_id)
 
     def recover(self, found: Iterable[Due]) -> None:
         """At start, after `submit`ting what the queue found: messages whose last deferral was
-        an outage of their tenant (the queue read that as it recovered) wait for a probe,
-        which goes at once, instead of each waiting out its backoff (and each knocking on
-        Graph then)."""
-        now = time.monotonic()
-        suspected: dict[str, int] = {}
-        for due in found:
-            if due.outage:
-                self._outages.suspect(due.outage, due.queue_id, now)
-                suspected[due.outage] = suspected.get(due.outage, 0) + 1
-        for tenant, count in suspected.items():
-            log.warning(
-                "graph_outage_suspected",
-                tenant=tenant,
-                waiting=count,
-                action="these were deferred by an outage before the restart; one is tried "
-                "now, and all of them go as soon as the tenant answers",
-            )
-            self._arm(tenant)
+        an outage of their tenant (the queue read that as it recovered) wait for a probe."""
+        self._outages.suspect(found)
 
     def start(self) -> None:
         """Start the workers and the check for leases nobody holds."""
@@ -192,6 +163,7 @@ class DeliveryEngine:
         self._stopping = True
         self._stopped.set()
         self._admission.close()
+        self._outages.close()
         finished = self._idle.is_set()
         if not finished:
             try:
@@ -199,12 +171,10 @@ class DeliveryEngine:
                 finished = True
             except TimeoutError:
                 log.warning("delivery_drain_timeout", in_flight=self._busy, timeout=timeout)
-        for handle in self._probes.values():
-            handle.cancel()
-        self._probes.clear()
-        for worker in [*self._workers, *self._tasks]:
+        await self._outages.stop()
+        for worker in self._workers:
             worker.cancel()
-        await asyncio.gather(*self._workers, *self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._workers, return_exceptions=True)
         return finished
 
     async def _work(self) -> None:
@@ -246,7 +216,7 @@ class DeliveryEngine:
             self._idle.clear()
             event = await self._deliver(job)
         except Exception as error:  # noqa: BLE001 - any bug: the message ends held
-            self._unpark(job.queue_id)
+            self._outages.unpark(job.queue_id)
             event, retry_in = await self._disposition.crashed(job.queue_id, error)
             if event is None and retry_in is not None:
                 self._admission.due(job.queue_id, retry_in)
@@ -285,14 +255,11 @@ class DeliveryEngine:
     async def _waits_for_outage(self, job: Job) -> bool:
         """One node: a due message of a tenant in outage is parked, unless it is (or becomes)
         the probe. (A cluster's claims all go: the database parks its outage deferrals.)"""
-        if self._admission.shared or not self._outages.tenants:
+        if self._admission.shared or not self._outages.active:
             return False
         if not job.tenant and not await self._learn(job):
             return False  # not queued any more: the lease says so
-        if not self._outages.hold_back(job.tenant, job.queue_id, time.monotonic()):
-            return False
-        self._arm(job.tenant)
-        return True
+        return self._outages.holds_back(job.tenant, job.queue_id)
 
     async def _deliver(self, job: Job) -> DeliveryEvent | None:
         queued = await self._attempt.lease(job.queue_id)
@@ -300,129 +267,29 @@ class DeliveryEngine:
             self.forget(job.queue_id)
             return None
         try:
-            if await self._new_mail_waits(queued):
+            if await self._outages.new_mail_waits(queued):
                 return None  # not tried: no attempt to tell of
             started, before = time.monotonic(), job.tenant
             outcome = await self._attempt.run(queued)
             tenant = outcome.route.tenant.name if outcome.route is not None else ""
             if tenant != before:  # routed elsewhere since (a reload): not parked as before
-                self._unpark(job.queue_id)
+                self._outages.unpark(job.queue_id)
             if isinstance(outcome, Failed) and outcome.route is None:
                 return await self._disposition.failed(outcome)  # no tenant serves it
             job.tenant = tenant
-            now, outage, parked, ended = time.monotonic(), "", False, None
-            if not_the_message(outcome):
-                failure = self._outages.failed(tenant, job.queue_id, started, now)
-                outage = "" if failure is Failure.OWN else tenant  # the record says so
-                parked = failure in (Failure.BEGAN, Failure.CONTINUES)
-                if failure is Failure.BEGAN:
-                    log.warning(
-                        "graph_outage_detected",
-                        tenant=tenant,
-                        probe_interval_s=self._outages.interval,
-                        action="its messages wait; one is tried every "
-                        f"{self._outages.interval:g} s, and all go as soon as it answers",
-                    )
-            elif not (isinstance(outcome, Failed) and outcome.configuration):
-                ended = self._first_answer(tenant, self._outages.answered(tenant, now))
+            verdict = self._outages.judge(outcome, tenant, job.queue_id, started)
             if isinstance(outcome, Tried):
-                event = await self._disposition.answered(outcome, outage=outage, parked=parked)
+                event = await self._disposition.answered(
+                    outcome, outage=verdict.outage, parked=verdict.parked
+                )
             else:
-                event = await self._disposition.failed(outcome, outage=outage, parked=parked)
-            if ended is not None:
-                await self._flush(ended)
-            self._arm(tenant)
+                event = await self._disposition.failed(
+                    outcome, outage=verdict.outage, parked=verdict.parked
+                )
+            await self._outages.settle(tenant, verdict)
             return event
         finally:
             queued.close()  # a large message is read from the queue: let go of it
-
-    # -- outages ------------------------------------------------------------------------------
-
-    async def _new_mail_waits(self, queued: QueuedMessage) -> bool:
-        """A cluster: new mail claimed for a tenant this node knows in outage waits in the
-        database, untried (unless it is this node's probe). Messages tried before go: a
-        probe or a flush made them due, or their own backoff ended."""
-        if not self._admission.shared or queued.attempts or not self._outages.tenants:
-            return False
-        routes = self._router().routes_for(queued.envelope)
-        tenant = routes[0].tenant.name if routes else ""
-        if not tenant or not self._outages.hold_back(tenant, queued.queue_id, time.monotonic()):
-            return False
-        await self._disposition.wait_for_outage(queued, tenant)
-        return True
-
-    def _first_answer(self, tenant: str, ended: Ended | None) -> Ended | None:
-        """A cluster: the tenant's first answer since this node started also releases the
-        messages an outage deferred in the database before then (none, almost always)."""
-        if not self._admission.shared or tenant in self._answered_since_start:
-            return ended
-        self._answered_since_start.add(tenant)
-        return ended or Ended(tenant, 0.0, 0, ())
-
-    async def _flush(self, ended: Ended) -> None:
-        """A tenant answers again: every message its outage parked is due now (one node's are
-        scheduled here; a cluster's are made due in the database, for every node)."""
-        try:
-            flushed = await self._admission.release_outage(ended.tenant, ended.flush)
-        except SpoolError as error:
-            flushed = 0
-            log.error(
-                "outage_flush_failed",
-                tenant=ended.tenant,
-                reason=str(error),
-                action="the messages it deferred go at their own retry time",
-            )
-        if ended.duration or flushed:  # (else a cluster's first answer found nothing)
-            log.warning(
-                "graph_outage_ended",
-                tenant=ended.tenant,
-                duration_s=round(ended.duration, 1),
-                probes=ended.probes,
-                flushed=flushed,
-            )
-
-    def _arm(self, tenant: str) -> None:
-        """Set the timer for `tenant`'s next probe (none when it needs none)."""
-        handle = self._probes.pop(tenant, None)
-        if handle is not None:
-            handle.cancel()
-        when = self._outages.next_probe(tenant)
-        if self._stopping or when is None:
-            return
-        if not self._admission.shared and not self._outages.waiting(tenant):
-            return  # the next message of the tenant that comes due is the probe
-        delay = max(0.0, when - time.monotonic())
-        loop = asyncio.get_running_loop()
-        self._probes[tenant] = loop.call_later(delay, self._probe, tenant)
-
-    def _probe(self, tenant: str) -> None:
-        self._probes.pop(tenant, None)
-        if self._admission.shared:
-            self._outages.probed(tenant, time.monotonic())
-            task = asyncio.get_running_loop().create_task(self._probe_shared(tenant))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-            return
-        now = time.monotonic()
-        while (queue_id := self._outages.take_probe(tenant, now)) is not None:
-            if queue_id in self._jobs:
-                log.info("outage_probe", tenant=tenant, probe=queue_id)
-                self._admission.due(queue_id)
-                return
-            self._outages.forget(queue_id, now)  # it left the queue meanwhile: the next one
-
-    async def _probe_shared(self, tenant: str) -> None:
-        """A cluster's probe: one of the tenant's outage deferrals is made due now."""
-        try:
-            found = await self._admission.probe_outage(tenant)
-        except SpoolError as error:
-            log.warning("outage_probe_failed", tenant=tenant, reason=str(error))
-            found = True  # the database is away: try again at the next interval
-        if found:
-            log.info("outage_probe", tenant=tenant)
-        else:  # none left waiting (another node's flush took them): nothing to probe for
-            self._outages.drop(tenant)
-        self._arm(tenant)
 
     async def _reclaim(self) -> None:
         """Every `RECLAIM_INTERVAL`: messages whose lease nobody holds (a failure that could
