@@ -11,19 +11,42 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP
 
-from gateway.smtp.session import GatewaySMTP, SessionRegistry
+from gateway.smtp.registry import SessionRegistry
+from gateway.smtp.session import GatewaySMTP, SessionLimits
+
+
+class Discard:
+    """A message's receipt that keeps nothing (the gateway's reader hands it each piece)."""
+
+    size = 0
+
+    async def write(self, data: bytes) -> None:
+        self.size += len(data)
+
+    async def abort(self) -> None:
+        return None
 
 
 class Sink:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         return "250 2.0.0 OK"
 
-    # The gateway's protocol asks its handler these; the sink admits everyone.
+    # The gateway's protocol asks its handler these; the sink admits everyone and stores
+    # nothing.
     def connect(self, session: Any) -> None:
         return None
 
-    def too_many(self, session: Any, total: int) -> None:
+    def too_many(self, session: Any, total: int, *, reserved: bool = False) -> None:
         return None
+
+    def must_log_in(self, session: Any) -> bool:
+        return False
+
+    def begin_message(self) -> Discard:
+        return Discard()
+
+    async def end_message(self, session: Any, envelope: Any, receipt: Discard) -> str:
+        return "250 2.0.0 OK"
 
 
 async def main(port: int, kind: str) -> None:
@@ -39,7 +62,7 @@ async def main(port: int, kind: str) -> None:
                 listener="bench",
                 hostname="sink",
                 data_size_limit=limit,
-                limits=(10_000, 10_000),
+                limits=SessionLimits(max_connections=10_000, per_ip=10_000),
             )
         return SMTP(handler, hostname="sink", data_size_limit=limit)
 
