@@ -1,10 +1,13 @@
 """What docs/production.md tells an administrator to do works as written (issue #19): a
-listener certificate from `cert create --server-name`, and an app certificate whose key
-systemd hands over with LoadCredential= (found in `$CREDENTIALS_DIRECTORY`)."""
+listener certificate from `cert create --server-name`, an app certificate whose key systemd
+hands over with LoadCredential= (found in `$CREDENTIALS_DIRECTORY`), a configuration whose
+every credential a step makes and a `LoadCredential=` line hands over, and a command that is
+on the PATH before the guide runs it."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import smtplib
 import ssl
 from pathlib import Path
@@ -135,16 +138,50 @@ async def test_an_app_certificate_from_load_credential_delivers(
         assert "thumbprint" in checked.stdout
 
 
-def test_the_guide_configuration_loads_without_warnings(tmp_path: Path) -> None:
-    """The YAML in docs/production.md is valid as written, once its files exist."""
-    guide = (Path(__file__).resolve().parents[2] / "docs" / "production.md").read_text()
-    [text] = [block.split("```", 1)[0] for block in guide.split("```yaml\n")[1:]]
-    credentials = tmp_path / "credentials"
+GUIDE = Path(__file__).resolve().parents[2] / "docs" / "production.md"
+CREDENTIALS = "/etc/smtp-graph-gateway/credentials/"
+
+
+def _blocks(guide: str, language: str) -> list[str]:
+    return [block.split("```", 1)[0] for block in guide.split(f"```{language}\n")[1:]]
+
+
+def _files_the_commands_make(guide: str) -> set[str]:
+    """The files the guide's shell steps write: `cert create --name N` (N.pem, N.key, N.cer),
+    `> FILE`, `-keyout FILE`, and anything installed into the credentials folder."""
+    commands = "\n".join(_blocks(guide, "sh"))
+    made = {
+        f"{stem}{suffix}"
+        for stem in re.findall(r"cert create\b.*?--name ([\w.-]+)", commands)
+        for suffix in (".pem", ".key", ".cer")
+    }
+    made.update(re.findall(r">\s*([\w.-]+)", commands))
+    made.update(re.findall(r"-keyout ([\w.-]+)", commands))
+    made.update(re.findall(re.escape(CREDENTIALS) + r"([\w.-]+)", commands))
+    return made
+
+
+def test_the_guide_configuration_loads_from_its_credentials(tmp_path: Path) -> None:
+    """The YAML in docs/production.md is valid as written when the service gets exactly the
+    files the guide's `LoadCredential=` lines hand over, and a step of the guide makes each
+    of them: a file the configuration names but the unit does not load passes `check` (run
+    with the whole folder) and then stops the service with status 78."""
+    guide = GUIDE.read_text()
+    [text] = _blocks(guide, "yaml")
+    [unit] = _blocks(guide, "ini")
+    loaded = dict(re.findall(r"^LoadCredential=([^:\n]+):(\S+)$", unit, re.MULTILINE))
+    for name, source in loaded.items():
+        assert source == CREDENTIALS + name, f"{name} is loaded from {source}"
+    missing = set(loaded) - _files_the_commands_make(guide)
+    assert not missing, f"no step of the guide makes {sorted(missing)}"
+    credentials = tmp_path / "credentials"  # what systemd gives the service: these files only
     credentials.mkdir()
-    for name in ("contoso.pem", "contoso.key", "tls.key"):
-        (credentials / name).write_text("checked when used\n")
-    (credentials / "contoso-key-password").write_text("key-pass\n")
-    (credentials / "erp.hash").write_text("$scrypt$n=16384,r=8,p=1$AAAA$BBBB\n")
+    contents = {
+        "contoso-key-password": "key-pass\n",
+        "erp.hash": "$scrypt$n=16384,r=8,p=1$AAAA$BBBB\n",
+    }
+    for name in loaded:
+        (credentials / name).write_text(contents.get(name, "checked when used\n"))
     (tmp_path / "tls.crt").write_text("checked when used\n")
     text = text.replace("/etc/smtp-graph-gateway/", f"{tmp_path}/").replace(
         "/var/lib/smtp-graph-gateway/", f"{tmp_path}/"
@@ -158,4 +195,15 @@ def test_the_guide_configuration_loads_without_warnings(tmp_path: Path) -> None:
     assert certificate is not None and certificate.key_file == credentials / "contoso.key"
     assert config.smtp.listeners[0].tls_files is not None
     assert config.smtp.listeners[0].tls_files.key_file == credentials / "tls.key"
-    assert "--format docker" in guide and "LoadCredential=contoso.key:" in guide
+    assert "--format docker" in guide
+
+
+def test_the_guide_puts_the_command_on_the_path_before_using_it() -> None:
+    """Step 1 installs into a venv, whose bin/ is not on a fresh Debian's PATH; every later
+    step runs plain `smtp-graph-gateway`."""
+    guide = GUIDE.read_text()
+    step = "ln -s /opt/smtp-graph-gateway/bin/smtp-graph-gateway /usr/local/bin/"
+    assert step in guide
+    link = guide.index(step)
+    first_use = re.search(r"^[ (]*(umask 077; )?smtp-graph-gateway ", guide, re.MULTILINE)
+    assert first_use is not None and link < first_use.start()

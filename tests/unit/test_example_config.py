@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import trustme
@@ -38,3 +39,21 @@ def test_example_and_quick_start_say_that_large_messages_need_large_messages() -
     readme = (EXAMPLE.parents[1] / "README.md").read_text()
     quick_start = readme[readme.index("## Quick start") : readme.index("## Commands")]
     assert "3,080,192 bytes" in quick_start and "large_messages: true" in quick_start
+
+
+def test_example_names_every_key_of_the_reference() -> None:
+    """The example says it has every key (README and the deploy files send readers to it): each
+    key of README's configuration reference is in it, set or commented out."""
+    readme = (EXAMPLE.parents[1] / "README.md").read_text()
+    reference = readme[readme.index("## Configuration reference") : readme.index("## SMTP replies")]
+    example = EXAMPLE.read_text()
+    missing = []
+    for row in reference.splitlines():
+        if not row.startswith("| `"):
+            continue
+        keys = row.split("|")[1].split(" with ")[0]  # "`tenants[].tenant_id` with `delegated`"
+        for key in re.findall(r"`([\w.\[\]]+)`", keys):
+            leaf = key.rsplit(".", 1)[-1].removesuffix("[]")
+            if not re.search(rf"\b{re.escape(leaf)}:", example):
+                missing.append(key)
+    assert missing == []
