@@ -27,11 +27,11 @@ from gateway.control import send_request
 from gateway.errors import AdminError, SpoolError
 from gateway.queue.admin import QueueAdmin
 from gateway.queue.base import Queue
-from gateway.queue.model import Listed
+from gateway.queue.model import STATE_WORDS, Listed
 from gateway.queues import build_queue, describe
 
 # What administrators call the states; and every name a state may be asked for by.
-WORDS = {"queue": "queued", "active": "sending", "hold": "held", "corrupt": "corrupt"}
+WORDS = STATE_WORDS
 _STATE_NAMES = {
     **{state: state for state in WORDS},
     **{word: state for state, word in WORDS.items()},

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from gateway.addresses import Address, parse_mailbox
 from gateway.config import (
+    LARGE_MESSAGE_LIMIT,
     MIME_SUBMISSION_LIMIT,
     Config,
     RoutingSettings,
@@ -77,7 +78,7 @@ class Route:
         return (
             f"one Graph request carries at most {format_size(MIME_SUBMISSION_LIMIT)}; set "
             f"large_messages: true on tenant {self.tenant.name!r} (needs the Mail.ReadWrite "
-            "application permission) to take messages up to 150 MB"
+            f"application permission) to take messages up to {format_size(LARGE_MESSAGE_LIMIT)}"
         )
 
 

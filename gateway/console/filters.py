@@ -11,10 +11,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.config import parse_duration
-from gateway.queue.model import queued_at
+from gateway.queue.model import STATE_WORDS, queued_at
 
 # What administrators call the states (as `queue list` prints them), and the stored names.
-STATE_WORDS = {"queue": "queued", "active": "sending", "hold": "held", "corrupt": "corrupt"}
 _STATES = {**{s: s for s in STATE_WORDS}, **{w: s for s, w in STATE_WORDS.items()}}
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from gateway import __version__
-from gateway.console.filters import MAX_PAGE_SIZE, STATE_WORDS
+from gateway.console.filters import MAX_PAGE_SIZE
 from gateway.console.service import MAX_BULK, OPERATIONS
+from gateway.queue.model import STATE_WORDS
 
 _ERROR = {
     "description": "what is wrong",

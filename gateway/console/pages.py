@@ -11,8 +11,9 @@ from typing import Any
 from urllib.parse import urlencode
 
 from gateway.console import charts
-from gateway.console.filters import STATE_WORDS, Filter
+from gateway.console.filters import Filter
 from gateway.console.layout import age, esc, hidden, size, table, when
+from gateway.queue.model import STATE_WORDS
 
 ACTION_WORDS = {
     "retry": "Retry now",

@@ -20,7 +20,7 @@ import structlog
 
 from gateway.addresses import parse_mailbox
 from gateway.console.auth import Principal
-from gateway.console.filters import STATE_WORDS, Filter, select
+from gateway.console.filters import Filter, select
 from gateway.console.index import EnvelopeIndex
 from gateway.console.summary import summarize
 from gateway.errors import AdminError, CorruptRecord, SpoolError
@@ -29,7 +29,7 @@ from gateway.observability.devices import DeviceRegistry
 from gateway.observability.status import Status
 from gateway.queue.admin import QueueAdmin
 from gateway.queue.base import Queue
-from gateway.queue.model import Exported, Listed, is_queue_id, queued_at
+from gateway.queue.model import STATE_WORDS, Exported, Listed, is_queue_id, queued_at
 from gateway.routing import Router
 
 log = structlog.get_logger("gateway.console")

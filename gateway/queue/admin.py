@@ -14,6 +14,7 @@ from typing import Any
 
 from gateway.errors import AdminError
 from gateway.queue.base import Queue
+from gateway.queue.model import STATE_WORDS
 
 __all__ = ["AdminError", "Listener", "QueueAdmin"]
 
@@ -63,7 +64,7 @@ class QueueAdmin:
             state = await self._state(queue_id)
             if state != "queue":
                 hint = " (use release)" if state == "hold" else ""
-                raise AdminError(f"{queue_id} is {state}, not queued{hint}")
+                raise AdminError(f"{queue_id} is {STATE_WORDS.get(state, state)}, not queued{hint}")
             ids = [queue_id]
         done = []
         for each in ids:
@@ -78,7 +79,7 @@ class QueueAdmin:
         if state == "active":
             raise AdminError(f"{queue_id} is being delivered right now; try again in a moment")
         if state != "queue":
-            raise AdminError(f"{queue_id} is {state}, not queued")
+            raise AdminError(f"{queue_id} is {STATE_WORDS.get(state, state)}, not queued")
         reason = {"reason": "held by an administrator"}
         if not await self._queue.hold(queue_id, reason, state="queue"):
             raise AdminError(f"{queue_id} left the queue meanwhile")

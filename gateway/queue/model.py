@@ -17,6 +17,8 @@ from gateway.errors import CorruptRecord
 from gateway.mime.buffer import Buffer
 
 QUEUE_STATES = ("queue", "active", "hold", "corrupt")
+# The states as people read them (the commands, the console).
+STATE_WORDS = {"queue": "queued", "active": "sending", "hold": "held", "corrupt": "corrupt"}
 QUEUE_ID_PATTERN = r"[0-9A-F]{19}"  # what `new_queue_id` makes
 _QUEUE_ID = re.compile(QUEUE_ID_PATTERN)
 

@@ -277,7 +277,7 @@ async def test_operator_holds_and_releases_with_confirmation(
         # Holding it again is refused with the queue command's own words.
         await browser.post("/queue/act", form)
         _, page, _ = await browser.get("/queue")
-        assert f"{queue_id}: {queue_id} is hold, not queued" in page
+        assert f"{queue_id}: {queue_id} is held, not queued" in page
         release = {**form, "operation": "release"}
         assert (await browser.post("/queue/act", release))[0] == 303
         assert await console.gateway.gateway.queue.state_of(queue_id) in ("queue", "active")
