@@ -60,6 +60,11 @@ class QueueUnavailable(SpoolError):
     the client is told to try again (451, or 421 at connect)."""
 
 
+class QueueRefused(SpoolError):
+    """The queue's store was reached but refused a step (a database statement failed): the
+    step failed and is tried again; nothing already queued is harmed."""
+
+
 class CorruptRecord(SpoolError):
     """A queued message that is not a complete, consistent record: never delivered."""
 

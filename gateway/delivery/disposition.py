@@ -438,11 +438,12 @@ class Disposition:
             await self._queue.defer(queue_id, time.time() + delay, record)
         except FileNotFoundError:
             return None
-        except OSError as error:
-            await self._queue.abandon(queue_id)
+        except (OSError, SpoolError) as error:
+            with contextlib.suppress(OSError, SpoolError):
+                await self._queue.abandon(queue_id)
             log.error(
                 "requeue_failed",
-                error=error.strerror,
+                error=error.strerror if isinstance(error, OSError) else str(error),
                 action="it is queued again at the next check of leased messages",
             )
             return None

@@ -25,7 +25,7 @@ import structlog
 from gateway.config import DeliverySettings
 from gateway.delivery.admission import LocalAdmission
 from gateway.delivery.attempt import Attempt, Failed, Tried
-from gateway.delivery.disposition import Disposition
+from gateway.delivery.disposition import Disposition, where
 from gateway.delivery.events import DeliveryEvent, Observer
 from gateway.delivery.job import Admission, Job
 from gateway.delivery.outage_watch import OutageWatch
@@ -178,22 +178,40 @@ class DeliveryEngine:
         return finished
 
     async def _work(self) -> None:
+        """One worker: a due job at a time, for as long as the engine runs. Whatever fails (a
+        bug in the admission, a queue that fails even to put a message back), the worker
+        lives on: the message's lease brings it back."""
         while not self._stopping:
             try:
-                ready = await self._admission.next()
+                await self._next()
             except ScheduleClosedError:
                 return
-            job = self._jobs.get(ready.queue_id)
-            if ready.mailbox is not None:  # claimed from a shared queue: leased already
-                job = job or self._jobs.setdefault(ready.queue_id, Job(ready.queue_id))
-                job.mailbox, job.size = ready.mailbox, ready.size
-            if job is None:
-                continue
-            parked = await self._handle(job)
-            if self._admission.shared and not parked:
-                # A claim lives for one attempt: the shared queue has the message from here
-                # (any node may take it next), so nothing is kept about it here.
-                self._jobs.pop(job.queue_id, None)
+            except Exception as error:  # logged; the worker must not die
+                log.error(
+                    "delivery_worker_error",
+                    error_type=type(error).__name__,
+                    where=where(error),
+                    action="the worker goes on after a second; a message it held is queued "
+                    "again when its lease is checked",
+                    exc_info=error,
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopped.wait(), 1.0)
+
+    async def _next(self) -> None:
+        """Wait for the next due job and take it through one attempt."""
+        ready = await self._admission.next()
+        job = self._jobs.get(ready.queue_id)
+        if ready.mailbox is not None:  # claimed from a shared queue: leased already
+            job = job or self._jobs.setdefault(ready.queue_id, Job(ready.queue_id))
+            job.mailbox, job.size = ready.mailbox, ready.size
+        if job is None:
+            return
+        parked = await self._handle(job)
+        if self._admission.shared and not parked:
+            # A claim lives for one attempt: the shared queue has the message from here (any
+            # node may take it next), so nothing is kept about it here.
+            self._jobs.pop(job.queue_id, None)
 
     async def _handle(self, job: Job) -> bool:
         """One due job: admitted or parked, attempted, ended; any bug ends in a hold. True

@@ -125,15 +125,23 @@ class Cluster:
         queue.claimed(claim)
         return claim
 
-    async def next_wake(self) -> float | None:
-        """Seconds until a queued message may become claimable (its time, or its mailbox's
-        slot or Retry-After window); None when nothing is queued."""
+    async def next_wake(self, room: int, small: int, per_mailbox: int) -> float | None:
+        """Seconds until a queued message may become claimable by its time (its own, its
+        mailbox's slot or Retry-After window): 0 when one may go now (a claim running
+        meanwhile had it locked). None when none will by time alone: nothing is queued, or
+        what is waits for room in this node's memory or for a delivery of its mailbox to end
+        (the end of a delivery anywhere is a notification; room here wakes this node)."""
         async with self._queue.db.connection() as connection:
             cursor = await connection.execute(
                 "SELECT extract(epoch FROM min(greatest(m.next_attempt,"
                 " coalesce(b.next_slot, '-infinity'), coalesce(b.blocked_until, '-infinity')))"
                 " - now())::float8 AS wait FROM sgg_messages m"
                 " LEFT JOIN sgg_mailboxes b ON b.mailbox = m.mailbox WHERE m.state = 'queue'"
+                " AND (m.size <= %(room)s OR m.size <= %(small)s) AND m.mailbox NOT IN ("
+                "  SELECT a.mailbox FROM sgg_messages a WHERE a.state = 'active'"
+                "  AND a.lease_until > now() AND a.mailbox <> ''"
+                "  GROUP BY a.mailbox HAVING count(*) >= %(max)s)",
+                {"room": room, "small": small, "max": per_mailbox},
             )
             row = await cursor.fetchone()
         wait = row["wait"] if row else None

@@ -22,7 +22,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from gateway.config import PostgresSettings
-from gateway.errors import ConfigError, ConfigIssue, QueueUnavailable
+from gateway.errors import ConfigError, ConfigIssue, QueueRefused, QueueUnavailable
 
 log = structlog.get_logger("gateway.queue")
 _DEFAULTS = {
@@ -110,7 +110,12 @@ class Database:
         try:
             async with self._pool.connection() as connection:
                 yield connection
-        except (psycopg.OperationalError, psycopg.InterfaceError, TimeoutError) as error:
+        except (
+            psycopg.OperationalError,
+            psycopg.InterfaceError,
+            psycopg.errors.ReadOnlySqlTransaction,  # a standby: the DSN lacks read-write
+            TimeoutError,
+        ) as error:
             self.lost(error)
             raise QueueUnavailable(
                 f"the queue's database cannot be used: {reason(error)}"
@@ -118,6 +123,12 @@ class Database:
         except PoolTimeout as error:
             self.lost(error)
             raise QueueUnavailable("the queue's database gives no connection in time") from None
+        except psycopg.Error as error:
+            # Reached, but a statement failed (a deadlock, a newer node's schema change, a
+            # constraint): the caller's step fails as a queue error, never as a bug that kills
+            # a worker or a session.
+            problem = f"the queue's database refused a statement: {reason(error)}"
+            raise QueueRefused(problem) from None
         self.found()
 
     def lost(self, error: BaseException) -> None:

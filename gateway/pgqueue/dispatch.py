@@ -29,6 +29,7 @@ from gateway.pgqueue.queue import PgQueue
 
 log = structlog.get_logger("gateway.delivery")
 SWEEP = 10.0  # seconds a worker waits at most without a notification (a safety net)
+RACE = 0.05  # seconds before claiming again what another claim had locked a moment ago
 UNLIMITED = 2**62
 
 
@@ -73,16 +74,15 @@ class ClusterAdmission:
             self._wake.clear()
             wait = SWEEP
             try:
-                claim = await self._queue.cluster.claim(
-                    self._room(), SMALL, self._per_mailbox, self._rate
-                )
+                room = self._room()
+                claim = await self._queue.cluster.claim(room, SMALL, self._per_mailbox, self._rate)
                 if claim is not None:
                     if claim.mailbox and self._rate:
                         self._claimed_at[claim.queue_id] = (claim.mailbox, claim.claimed_at)
                     return Ready(claim.queue_id, claim.mailbox, claim.size)
-                upcoming = await self._queue.cluster.next_wake()
+                upcoming = await self._queue.cluster.next_wake(room, SMALL, self._per_mailbox)
                 if upcoming is not None:
-                    wait = min(SWEEP, max(upcoming, 0.01))
+                    wait = min(SWEEP, max(upcoming, RACE))
             except SpoolError:
                 wait = 1.0  # the database is away: the pool reconnects; try again soon
             with contextlib.suppress(TimeoutError):

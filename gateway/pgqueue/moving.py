@@ -51,6 +51,11 @@ async def adopt(queue: PgQueue, message: Exported) -> bool:
     if not is_queue_id(queue_id):
         raise CorruptRecord(f"{queue_id!r} is not a queue ID")
     async with queue.db.connection() as connection:
+        # What an interrupted run left half-written (its rows are "receiving", which no node
+        # delivers and no heartbeat of the migrator sweeps): written again from the start.
+        await connection.execute(
+            "DELETE FROM sgg_messages WHERE queue_id = %s AND state = 'receiving'", (queue_id,)
+        )
         if await one(connection, "SELECT 1 FROM sgg_messages WHERE queue_id = %s", queue_id):
             return False
     writer = PgWriter(queue, queue_id)

@@ -23,14 +23,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, LiteralString
 
+import structlog
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from gateway.config import PostgresSettings
-from gateway.errors import CorruptRecord, SpoolError
+from gateway.errors import CorruptRecord, QueueUnavailable, SpoolError
 from gateway.pgqueue import moving, reading
 from gateway.pgqueue.cluster import Claimed, Cluster
-from gateway.pgqueue.connection import Database
+from gateway.pgqueue.connection import Database, retry_delay
 from gateway.pgqueue.reading import envelope_of, one
 from gateway.pgqueue.schema import open_schema
 from gateway.pgqueue.writer import PgWriter
@@ -48,6 +49,7 @@ from gateway.queue.model import (
 )
 from gateway.spool.body import FileBody
 
+log = structlog.get_logger("gateway.queue")
 INLINE_BODY = 4 * 1024 * 1024  # larger messages are read back into a temporary file
 
 
@@ -206,12 +208,33 @@ class PgQueue:
         self.cluster.log_corrupt(queue_id, reason)
 
     async def complete(self, queue_id: str) -> None:
+        """The message was delivered: its row goes. While the database cannot be reached the
+        removal is tried again and the lease stays this node's (its heartbeat renews it as
+        soon as the database is back): a lease given up here would have the message
+        delivered a second time by whichever node took it over."""
+        attempt = 0
+        while True:
+            try:
+                await self._change(
+                    "DELETE FROM sgg_messages WHERE queue_id = %s AND state = 'active'"
+                    " AND leased_by = %s",
+                    queue_id,
+                    self.node,
+                )
+                break
+            except QueueUnavailable as error:
+                attempt += 1
+                if attempt == 1:
+                    log.warning(
+                        "delivered_not_recorded",
+                        queue_id=queue_id,
+                        reason=str(error),
+                        action="the message was delivered; its removal from the queue is "
+                        "tried again until the database answers, and its lease is kept so "
+                        "that no node sends it again",
+                    )
+                await retry_delay(attempt)
         self.cluster.held.discard(queue_id)
-        await self._change(
-            "DELETE FROM sgg_messages WHERE queue_id = %s AND state = 'active' AND leased_by = %s",
-            queue_id,
-            self.node,
-        )
 
     async def defer(self, queue_id: str, next_attempt: float, attempt: Record) -> str | None:
         self.cluster.held.discard(queue_id)

@@ -14,7 +14,8 @@ The tables:
 - `sgg_nodes`: each gateway process (name and a per-start id) and its heartbeat.
 - `sgg_mailboxes`: per sending mailbox, its claims of the last minute (`sent`, from version 2),
   when it may send next (`next_slot`) and the end of a Retry-After window.
-- `sgg_claim()`: the claim, in one round trip (see `dispatch.py`).
+- `sgg_claim()`: the claim, in one round trip (see `dispatch.py`); version 3 looks past the
+  mailboxes that may not send now, and never waits for a second mailbox's lock.
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ from __future__ import annotations
 import psycopg
 import structlog
 
-from gateway.errors import SpoolError
+from gateway.errors import QueueRefused, SpoolError
 from gateway.pgqueue.connection import Connection, Database, reason, retry_delay
 
 log = structlog.get_logger("gateway.queue")
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class SchemaError(SpoolError):
@@ -217,6 +218,93 @@ BEGIN
 END;
 $$;
 """,
+    # Version 3: the claim looks only at messages that may go now. Before, it took the 64
+    # earliest due messages and skipped those whose mailbox was paced, in a Retry-After window
+    # or at its in-flight limit: 64 due messages of one such mailbox hid every other
+    # mailbox's mail from every node until they went. And it waited for each candidate's
+    # mailbox lock while holding the previous one's, so two claims meeting two mailboxes in
+    # opposite orders could deadlock. Now: the mailboxes that may not send are left out of
+    # the candidates, and a claim waits for a mailbox's lock only while it holds none (it
+    # tries the others and passes over one that is being decided), so no cycle can form.
+    # The same signature: nodes of version 2 keep claiming while a node upgrades.
+    3: """
+CREATE OR REPLACE FUNCTION sgg_claim(
+    p_node text, p_lease interval, p_room bigint, p_small bigint, p_max integer,
+    p_rate integer
+) RETURNS TABLE (
+    queue_id text, envelope jsonb, size bigint, mailbox text, attempts integer,
+    claimed_at timestamptz
+)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    candidate record;
+    box record;
+    busy integer;
+    recent timestamptz[];
+    locked integer := 0;
+BEGIN
+    FOR candidate IN
+        SELECT m.queue_id, m.mailbox FROM sgg_messages m
+        LEFT JOIN sgg_mailboxes b ON b.mailbox = m.mailbox
+        WHERE m.state = 'queue' AND m.next_attempt <= now()
+          AND (m.size <= p_room OR m.size <= p_small)
+          AND (b.mailbox IS NULL OR (b.blocked_until <= now() AND b.next_slot <= now()))
+          AND m.mailbox NOT IN (
+              SELECT a.mailbox FROM sgg_messages a
+              WHERE a.state = 'active' AND a.lease_until > now() AND a.mailbox <> ''
+              GROUP BY a.mailbox HAVING count(*) >= p_max)
+        ORDER BY m.next_attempt, m.queue_id
+        LIMIT 64
+        FOR UPDATE OF m SKIP LOCKED
+    LOOP
+        IF candidate.mailbox <> '' THEN
+            IF locked = 0 THEN
+                PERFORM pg_advisory_xact_lock(hashtext('sgg_mailbox:' || candidate.mailbox));
+            ELSIF NOT pg_try_advisory_xact_lock(hashtext('sgg_mailbox:' || candidate.mailbox))
+            THEN
+                CONTINUE;  -- another claim decides for this mailbox now
+            END IF;
+            locked := locked + 1;
+            -- Checked again under the lock: the candidates' snapshot may be out of date.
+            SELECT b.next_slot, b.blocked_until, b.sent INTO box
+                FROM sgg_mailboxes b WHERE b.mailbox = candidate.mailbox;
+            IF FOUND AND (box.blocked_until > now() OR box.next_slot > now()) THEN
+                CONTINUE;
+            END IF;
+            SELECT count(*) INTO busy FROM sgg_messages a
+                WHERE a.state = 'active' AND a.mailbox = candidate.mailbox
+                  AND a.lease_until > now();
+            IF busy >= p_max THEN
+                CONTINUE;
+            END IF;
+            IF p_rate > 0 THEN
+                SELECT coalesce(array_agg(u.t ORDER BY u.t), '{}') INTO recent
+                    FROM unnest(coalesce(box.sent, '{}') || now()) AS u(t)
+                    WHERE u.t > now() - interval '1 minute';
+                INSERT INTO sgg_mailboxes AS b (mailbox, sent, next_slot)
+                    VALUES (candidate.mailbox, recent, '-infinity')
+                    ON CONFLICT ON CONSTRAINT sgg_mailboxes_pkey DO UPDATE SET sent = recent;
+                IF cardinality(recent) >= p_rate THEN
+                    UPDATE sgg_mailboxes b
+                        SET next_slot = recent[cardinality(recent) - p_rate + 1]
+                            + interval '1 minute'
+                        WHERE b.mailbox = candidate.mailbox;
+                END IF;
+            END IF;
+        END IF;
+        RETURN QUERY
+            UPDATE sgg_messages m
+            SET state = 'active', leased_by = p_node, lease_until = now() + p_lease,
+                changed_at = now()
+            WHERE m.queue_id = candidate.queue_id
+            RETURNING m.queue_id, m.envelope, m.size, m.mailbox,
+                      jsonb_array_length(m.attempts), now();
+        RETURN;
+    END LOOP;
+END;
+$$;
+""",
 }
 
 
@@ -281,6 +369,8 @@ async def open_schema(db: Database, *, upgrade_schema: bool = False, wait: bool 
                 return version
         except SchemaError:
             raise
+        except QueueRefused as error:  # reached, but the check failed: waiting will not help
+            raise SpoolError(str(error)) from None
         except SpoolError as error:
             if not wait:  # one try only (a command)
                 raise

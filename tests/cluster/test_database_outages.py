@@ -12,17 +12,22 @@ import contextlib
 import smtplib
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
-from gateway.config import PostgresSettings
+from gateway.config import PostgresSettings, load_config
 from gateway.config.secrets import Secret
 from gateway.emulator import Emulator, Faults
 from gateway.errors import SpoolError
+from gateway.graph import transport as submit_module
 from gateway.pgqueue.queue import PgQueue
+from tests.conftest import Logged
+from tests.e2e.test_pipeline import MESSAGE
 from tests.support.cluster import (
     ClusterLoad,
     Node,
@@ -30,9 +35,9 @@ from tests.support.cluster import (
     make_node,
     wait_all_delivered,
 )
-from tests.support.gateway import arrival
+from tests.support.gateway import arrival, config_document, run_gateway, write_config
 from tests.support.load import load_message
-from tests.support.postgres import Server
+from tests.support.postgres import Server, cluster_spool
 
 
 @pytest.fixture
@@ -259,3 +264,90 @@ async def test_a_node_the_others_removed_comes_back_with_its_heartbeat(
                 await asyncio.sleep(0.1)
     finally:
         await queue.close()
+
+
+async def test_a_bug_while_the_database_is_away_leaves_the_worker_alive(
+    tmp_path: Path,
+    emulator: Emulator,
+    server: Server,
+    monkeypatch: pytest.MonkeyPatch,
+    logged: Logged,
+) -> None:
+    """A delivery that failed with a bug while the database was away could neither hold its
+    message nor put it back; the queue's error escaped and killed the worker — the node went
+    on answering 250 and delivered nothing more. Now the worker lives on: once the database is
+    back the message's lapsed lease brings it back, it is held with the reason, and the mail
+    after it is delivered by the same (only) worker."""
+    server.start()
+    real_convert = submit_module.convert
+    stopped = threading.Event()
+
+    def convert(data: bytes, *args: Any, **kwargs: Any) -> Any:
+        if b"poison" in data:
+            if not stopped.is_set():
+                server.stop("immediate")  # the database goes away as the bug strikes
+                stopped.set()
+            raise RuntimeError("bug in the converter")
+        return real_convert(data, *args, **kwargs)
+
+    monkeypatch.setattr(submit_module, "convert", convert)
+    document = config_document(
+        tmp_path,
+        emulator,
+        spool=cluster_spool(tmp_path, server.dsn(), lease="5s"),
+        delivery={"concurrency": 1, "retry_initial": "1s", "retry_max": "2s"},
+    )
+    document["tenants"][0]["mode"] = "json"
+    config = load_config(write_config(tmp_path, document))
+    async with run_gateway(config) as gateway:
+        poison = MESSAGE.replace(b"Subject: Scan", b"Subject: poison")
+        assert await gateway.send("scanner@contoso.com", ["alice@contoso.com"], poison) == {}
+        async with asyncio.timeout(30):
+            while not stopped.is_set():
+                await asyncio.sleep(0.1)
+        async with asyncio.timeout(90):  # the hold fails, then the put-back too
+            while not logged("requeue_failed"):
+                await asyncio.sleep(0.5)
+        assert logged("hold_failed")
+        await asyncio.to_thread(server.start)
+        held = await gateway.next_event(timeout=60)
+        assert held.result == "held" and "RuntimeError" in held.reason
+        assert await gateway.send("scanner@contoso.com", ["alice@contoso.com"], MESSAGE) == {}
+        delivered = await gateway.next_event(timeout=30)
+        assert delivered.result == "delivered"
+    assert len(emulator.delivered()) == 1
+
+
+async def test_a_delivery_the_database_missed_is_not_sent_again(
+    tmp_path: Path, emulator: Emulator, server: Server, logged: Logged
+) -> None:
+    """Graph took the message while the database was away, so its row could not be removed.
+    The node used to give its lease up then, and once the database was back the message was
+    taken over and delivered a second time. Now the node keeps the lease and removes the row
+    when the database answers: one delivery."""
+    server.start()
+    emulator.set_faults(Faults(latency_ms=3000))  # the request is under way for 3 s
+    document = config_document(
+        tmp_path,
+        emulator,
+        spool=cluster_spool(tmp_path, server.dsn()),
+        delivery={"concurrency": 1, "retry_initial": "1s", "retry_max": "2s"},
+    )
+    config = load_config(write_config(tmp_path, document))
+    async with run_gateway(config) as gateway:
+        assert await gateway.send("scanner@contoso.com", ["alice@contoso.com"], MESSAGE) == {}
+        async with asyncio.timeout(30):  # claimed, read, sent: Graph is answering
+            while not emulator.stats.in_flight("scanner@contoso.com"):
+                await asyncio.sleep(0.05)
+        await asyncio.to_thread(server.stop, "immediate")
+        await asyncio.sleep(14)  # longer than a connection is waited for, and than the lease
+        await asyncio.to_thread(server.start)
+        delivered = await gateway.next_event(timeout=30)
+        assert delivered.result == "delivered"
+        queue = gateway.gateway.queue
+        async with asyncio.timeout(30):
+            while await queue.entries():
+                await asyncio.sleep(0.2)
+        await asyncio.sleep(8)  # a lease given up would be taken over by now
+    assert len(emulator.delivered()) == 1
+    assert logged("delivered_not_recorded")

@@ -193,3 +193,34 @@ def _count(dsn: str) -> int:
         except psycopg.errors.UndefinedTable:
             return 0
     return int(row[0]) if row else 0
+
+
+async def test_a_message_half_written_by_a_killed_run_is_written_again(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    """A run killed while it wrote a large message leaves the message's first rows, still
+    `receiving`. Run again, the migration took that for "there already" and deleted the
+    message from the old queue: it was in neither. Now it is written again from the start."""
+    old, new = configs(tmp_path, pg_dsn)
+    spool = Spool(tmp_path / "spool")
+    spool.open()
+    body = MESSAGE + b"A" * (3 * 1024 * 1024) + b"\r\n"
+    queue_id = spool.store(arrival(client="printers", peer="192.0.2.7"), body)
+    spool.close()
+    assert command("db", "upgrade", "--config", str(new)).returncode == 0
+    with psycopg.connect(pg_dsn, autocommit=True) as connection:  # what the killed run left
+        connection.execute(
+            "INSERT INTO sgg_messages (queue_id, state, leased_by)"
+            " VALUES (%s, 'receiving', 'migrator/gone')",
+            (queue_id,),
+        )
+        connection.execute(
+            "INSERT INTO sgg_chunks (queue_id, seq, data) VALUES (%s, 0, %s)",
+            (queue_id, body[: 1024 * 1024]),
+        )
+    again = await asyncio.to_thread(migrate, old, new)
+    assert again.returncode == 0, again.stderr
+    moved = shown(new)
+    assert list(moved) == [queue_id] and moved[queue_id]["state"] in ("queue", "queued")
+    assert moved[queue_id]["envelope"]["size"] == len(body)
+    assert json.loads(command("queue", "--config", str(old), "list", "--json").stdout) == []
