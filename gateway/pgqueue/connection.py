@@ -71,6 +71,11 @@ def reason(error: BaseException) -> str:
     return type(error).__name__
 
 
+class ConnectionLost(QueueUnavailable):
+    """The connection broke while a statement was under way: whether it took effect is not
+    known (a COMMIT may have reached the server)."""
+
+
 class Database:
     """The pool of one gateway, and its state."""
 
@@ -107,8 +112,10 @@ class Database:
         """A pooled connection (autocommit); `SpoolError` saying why when the database cannot
         be used, and the state is updated for readiness and new connections."""
         assert self._pool is not None
+        given = False
         try:
             async with self._pool.connection() as connection:
+                given = True
                 yield connection
         except (
             psycopg.OperationalError,
@@ -117,9 +124,8 @@ class Database:
             TimeoutError,
         ) as error:
             self.lost(error)
-            raise QueueUnavailable(
-                f"the queue's database cannot be used: {reason(error)}"
-            ) from None
+            problem = f"the queue's database cannot be used: {reason(error)}"
+            raise (ConnectionLost(problem) if given else QueueUnavailable(problem)) from None
         except PoolTimeout as error:
             self.lost(error)
             raise QueueUnavailable("the queue's database gives no connection in time") from None

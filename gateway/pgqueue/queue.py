@@ -106,8 +106,13 @@ class PgQueue:
 
     async def store(self, arrival: Arrival, message: bytes) -> str:
         writer = self.receive()
-        await writer.write(message)
-        return await writer.commit(arrival)
+        try:
+            await writer.write(message)
+            return await writer.commit(arrival)
+        except BaseException:  # its rows written so far go (not left for the node's end)
+            with contextlib.suppress(SpoolError):
+                await asyncio.shield(writer.abort())
+            raise
 
     # -- delivery ------------------------------------------------------------------------------
 

@@ -9,19 +9,24 @@ heartbeat stop (`Cluster.sweep`); they were never acknowledged.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import TYPE_CHECKING
 
+import structlog
 from psycopg.types.json import Jsonb
 
 from gateway.errors import SpoolError
+from gateway.pgqueue.connection import ConnectionLost
 from gateway.queue.model import Arrival, Envelope, envelope_json, new_queue_id
 
 if TYPE_CHECKING:
     from gateway.pgqueue.queue import PgQueue
 
+log = structlog.get_logger("gateway.queue")
 CHUNK = 1024 * 1024  # bytes per sgg_chunks row
+CONFIRM_TIMEOUT = 10.0  # seconds to find out whether a commit whose answer was lost happened
 
 
 class PgWriter:
@@ -63,8 +68,34 @@ class PgWriter:
         """COMMIT the message as queued (and tell the nodes); its queue ID. `SpoolError` when
         the database cannot: then nothing was acknowledged."""
         envelope = arrival.envelope(self.queue_id, self.size)
-        await self.commit_envelope(envelope, mailbox=arrival.mailbox)
+        try:
+            await self.commit_envelope(envelope, mailbox=arrival.mailbox)
+        except ConnectionLost as error:
+            if not await self._committed_after_all():
+                raise
+            log.warning(
+                "commit_confirmed",
+                queue_id=self.queue_id,
+                reason=f"the answer to the commit was lost ({error}); a new connection "
+                "found the message queued",
+                action="none: the message is queued and the client hears 250",
+            )
         return self.queue_id
+
+    async def _committed_after_all(self) -> bool:
+        """The connection broke while the commit was under way, so it may have happened (a
+        failover to a synchronous standby keeps it): look on a new connection. False when
+        it did not, or when that cannot be told either: then the client hears 451 and sends
+        the message again (delivered twice at worst, never lost)."""
+        try:
+            async with asyncio.timeout(CONFIRM_TIMEOUT), self._queue.db.connection() as connection:
+                cursor = await connection.execute(
+                    "SELECT state FROM sgg_messages WHERE queue_id = %s", (self.queue_id,)
+                )
+                row = await cursor.fetchone()
+        except (SpoolError, TimeoutError):
+            return False
+        return row is not None and row["state"] != "receiving"
 
     async def commit_envelope(
         self,
