@@ -99,7 +99,7 @@ async def _open_old(queue: Queue, config: Config) -> None:
             f"{len(live)} gateway{'s' if len(live) != 1 else ''} still use the cluster's queue "
             f"({', '.join(live)}); stop them first"
         )
-    await queue.reclaim()  # leases of stopped nodes: queued again
+    await queue.cluster.reclaim(patient=False)  # leases of stopped nodes: queued again
 
 
 def _report(moved: Moved, source: str, target: str, *, as_json: bool) -> None:

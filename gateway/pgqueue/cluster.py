@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -177,17 +178,31 @@ class Cluster:
 
     # -- leases --------------------------------------------------------------------------------
 
-    async def reclaim(self) -> list[str]:
-        """Leases that ran out go back to the queue (due now); their IDs."""
-        async with self._queue.db.connection() as connection:
+    async def reclaim(self, *, patient: bool = True) -> list[str]:
+        """Leases that ran out go back to the queue (due now); their IDs.
+
+        Never the messages this node is delivering. And while this node has had the database
+        for less than a lease (`patient`), only its own: after an outage everyone's leases
+        have run out, but the other nodes may be delivering theirs still, and renew them
+        within a beat of finding the database again; taking them now would deliver those
+        messages twice. A node that does not come back has its leases taken after that.
+        """
+        queue, db = self._queue, self._queue.db
+        others = not patient or (
+            db.reachable and time.monotonic() - db.reachable_since >= queue.settings.lease
+        )
+        async with db.connection() as connection:
             cursor = await connection.execute(
                 "UPDATE sgg_messages m SET state = 'queue', leased_by = NULL, lease_until = NULL,"
                 " next_attempt = now(), changed_at = now()"
                 " FROM (SELECT queue_id, leased_by FROM sgg_messages"
                 "       WHERE state = 'active' AND lease_until < now()"
+                "       AND (leased_by = %(node)s OR %(others)s)"
+                "       AND NOT (queue_id = ANY(%(held)s))"
                 "       FOR UPDATE SKIP LOCKED) lapsed"
                 " WHERE m.queue_id = lapsed.queue_id"
-                " RETURNING m.queue_id, lapsed.leased_by"
+                " RETURNING m.queue_id, lapsed.leased_by",
+                {"node": queue.node, "others": others, "held": list(self.held)},
             )
             rows = await cursor.fetchall()
             if rows:

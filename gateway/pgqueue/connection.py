@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -84,6 +85,7 @@ class Database:
         self.dsn = connection_string(settings)
         self.where = where(settings)
         self.reachable = False
+        self.reachable_since = 0.0  # monotonic time it was last found again
         self.problem = f"the queue's database ({self.where}) has not been reached yet"
         self._pool: AsyncConnectionPool[Connection] | None = None
 
@@ -155,6 +157,7 @@ class Database:
         """A call worked: the database is there."""
         if not self.reachable:
             log.info("queue_reachable", database=self.where)
+            self.reachable_since = time.monotonic()
         self.reachable = True
         self.problem = ""
 

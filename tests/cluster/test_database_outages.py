@@ -351,3 +351,56 @@ async def test_a_delivery_the_database_missed_is_not_sent_again(
         await asyncio.sleep(8)  # a lease given up would be taken over by now
     assert len(emulator.delivered()) == 1
     assert logged("delivered_not_recorded")
+
+
+async def test_after_an_outage_a_node_does_not_take_the_leases_of_nodes_still_delivering(
+    tmp_path: Path, server: Server
+) -> None:
+    """The database was away for longer than a lease: every lease ran out, also those of
+    messages another node was still delivering. The first node back used to take them all
+    (each was delivered twice). Now a node that has just found the database again takes only
+    its own for one lease; the others renew theirs meanwhile."""
+    server.start()
+    queues = [
+        PgQueue(
+            PostgresSettings(dsn=Secret(server.dsn()), lease=5.0, upgrade_schema=True, node=name),
+            directory=tmp_path / name,
+        )
+        for name in ("node-a", "node-b")
+    ]
+    delivering, watching = queues
+    for queue in queues:
+        await queue.open()
+    try:
+        queue_id = await delivering.store(arrival(), load_message("in-flight@load.test"))
+        claim = await delivering.cluster.claim(2**40, 2**40, 4, 0)
+        assert claim is not None and claim.queue_id == queue_id  # node-a delivers it now
+        await asyncio.to_thread(server.stop, "immediate")
+        await asyncio.sleep(7)  # longer than the lease: it ran out
+        await asyncio.to_thread(server.start)
+        taken: list[str] = []
+        async with asyncio.timeout(30):
+            while True:  # node-b's first look once the database answers
+                with contextlib.suppress(SpoolError):
+                    taken = await watching.reclaim()
+                    break
+                await asyncio.sleep(0.2)
+        assert taken == []
+        async with asyncio.timeout(30):  # node-a renews its lease
+            while True:
+                async with delivering.db.connection() as connection:
+                    cursor = await connection.execute(
+                        "SELECT leased_by, lease_until > now() AS live FROM sgg_messages"
+                        " WHERE queue_id = %s",
+                        (queue_id,),
+                    )
+                    row = await cursor.fetchone()
+                if row == {"leased_by": delivering.node, "live": True}:
+                    break
+                await asyncio.sleep(0.2)
+        await asyncio.sleep(6)  # node-b has had the database for a lease now
+        assert await watching.reclaim() == []  # node-a's lease is live: not taken
+        assert await delivering.state_of(queue_id) == "active"
+    finally:
+        for queue in queues:
+            await queue.close()
