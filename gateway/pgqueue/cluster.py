@@ -134,14 +134,17 @@ class Cluster:
         (the end of a delivery anywhere is a notification; room here wakes this node)."""
         async with self._queue.db.connection() as connection:
             cursor = await connection.execute(
-                "SELECT extract(epoch FROM min(greatest(m.next_attempt,"
+                "SELECT extract(epoch FROM min(greatest(e.next_attempt,"
                 " coalesce(b.next_slot, '-infinity'), coalesce(b.blocked_until, '-infinity')))"
-                " - now())::float8 AS wait FROM sgg_messages m"
-                " LEFT JOIN sgg_mailboxes b ON b.mailbox = m.mailbox WHERE m.state = 'queue'"
-                " AND (m.size <= %(room)s OR m.size <= %(small)s) AND m.mailbox NOT IN ("
-                "  SELECT a.mailbox FROM sgg_messages a WHERE a.state = 'active'"
-                "  AND a.lease_until > now() AND a.mailbox <> ''"
-                "  GROUP BY a.mailbox HAVING count(*) >= %(max)s)",
+                " - now())::float8 AS wait FROM sgg_queued_mailboxes() AS o (mailbox)"
+                " LEFT JOIN sgg_mailboxes b ON b.mailbox = o.mailbox"
+                " CROSS JOIN LATERAL (SELECT q.next_attempt FROM sgg_messages q"
+                "  WHERE q.state = 'queue' AND q.mailbox = o.mailbox"
+                "  AND (q.size <= %(room)s OR q.size <= %(small)s)"
+                "  ORDER BY q.next_attempt LIMIT 1) AS e"
+                " WHERE o.mailbox = '' OR (SELECT count(*) FROM sgg_messages a"
+                "  WHERE a.state = 'active' AND a.mailbox = o.mailbox"
+                "  AND a.lease_until > now()) < %(max)s",
                 {"room": room, "small": small, "max": per_mailbox},
             )
             row = await cursor.fetchone()

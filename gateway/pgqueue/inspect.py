@@ -128,11 +128,16 @@ async def _privileges(connection: Connection, version: int, found: Inspection) -
                 )
                 if not allowed:
                     missing.append(f"{privilege} on {table}")
-        claim = "sgg_claim(text, interval, bigint, bigint, integer, integer)"
-        if version >= SCHEMA_VERSION and not await _value(
-            connection, "SELECT has_function_privilege(%s, 'EXECUTE')", claim
-        ):
-            missing.append("EXECUTE on sgg_claim")  # (an older schema has an older claim)
+        functions = {
+            "sgg_claim": "sgg_claim(text, interval, bigint, bigint, integer, integer)",
+            "sgg_queued_mailboxes": "sgg_queued_mailboxes()",
+            "sgg_open_mailboxes": "sgg_open_mailboxes(integer)",
+        }
+        for name, signature in functions.items():
+            if version >= SCHEMA_VERSION and not await _value(
+                connection, "SELECT has_function_privilege(%s, 'EXECUTE')", signature
+            ):
+                missing.append(f"EXECUTE on {name}")  # (an older schema has older functions)
     may_create = await _value(connection, "SELECT has_schema_privilege(current_schema(), 'CREATE')")
     needs_create = version < SCHEMA_VERSION
     if needs_create and not may_create:

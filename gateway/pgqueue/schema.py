@@ -221,13 +221,48 @@ $$;
     # Version 3: the claim looks only at messages that may go now. Before, it took the 64
     # earliest due messages and skipped those whose mailbox was paced, in a Retry-After window
     # or at its in-flight limit: 64 due messages of one such mailbox hid every other
-    # mailbox's mail from every node until they went. And it waited for each candidate's
-    # mailbox lock while holding the previous one's, so two claims meeting two mailboxes in
-    # opposite orders could deadlock. Now: the mailboxes that may not send are left out of
-    # the candidates, and a claim waits for a mailbox's lock only while it holds none (it
-    # tries the others and passes over one that is being decided), so no cycle can form.
-    # The same signature: nodes of version 2 keep claiming while a node upgrades.
+    # mailbox's mail from every node until they went. Now it walks the mailboxes that have
+    # queued mail (one index probe each, however deep a mailbox's backlog: see
+    # bench/claim.py), leaves out those that may not send, and takes the earliest due
+    # messages of the others. And it waited for each candidate's mailbox lock while holding
+    # the previous one's, so two claims meeting two mailboxes in opposite orders could
+    # deadlock; now a claim waits for a mailbox's lock only while it holds none (it passes
+    # over one another claim is deciding about), so no cycle can form.
+    # `sgg_claim` keeps its signature: nodes of version 2 keep claiming while a node upgrades.
     3: """
+CREATE INDEX sgg_messages_queued_mailbox ON sgg_messages (mailbox, next_attempt, queue_id)
+    WHERE state = 'queue';
+-- Replaced by the one above: given both, the planner would walk a mailbox's messages in the
+-- whole queue's order (through every message of a backlogged mailbox) to find the first few.
+DROP INDEX sgg_messages_due;
+
+-- The mailboxes that have queued mail, one index probe each (a loose index scan).
+CREATE FUNCTION sgg_queued_mailboxes() RETURNS SETOF text
+LANGUAGE sql STABLE ROWS 20 AS $$
+    WITH RECURSIVE boxes (mailbox) AS (
+        (SELECT q.mailbox FROM sgg_messages q WHERE q.state = 'queue'
+         ORDER BY q.mailbox LIMIT 1)
+        UNION ALL
+        SELECT (SELECT q.mailbox FROM sgg_messages q
+                WHERE q.state = 'queue' AND q.mailbox > boxes.mailbox
+                ORDER BY q.mailbox LIMIT 1)
+        FROM boxes WHERE boxes.mailbox IS NOT NULL
+    )
+    SELECT boxes.mailbox FROM boxes WHERE boxes.mailbox IS NOT NULL
+$$;
+
+-- Of those, the ones that may send now: outside a Retry-After window, past their paced slot,
+-- with fewer than p_max deliveries in flight on all nodes ('' has no limits).
+CREATE FUNCTION sgg_open_mailboxes(p_max integer) RETURNS SETOF text
+LANGUAGE sql STABLE ROWS 20 AS $$
+    SELECT o.mailbox FROM sgg_queued_mailboxes() AS o (mailbox)
+    LEFT JOIN sgg_mailboxes b ON b.mailbox = o.mailbox
+    WHERE (b.mailbox IS NULL OR (b.blocked_until <= now() AND b.next_slot <= now()))
+      AND (o.mailbox = '' OR (SELECT count(*) FROM sgg_messages a
+                              WHERE a.state = 'active' AND a.mailbox = o.mailbox
+                                AND a.lease_until > now()) < p_max)
+$$;
+
 CREATE OR REPLACE FUNCTION sgg_claim(
     p_node text, p_lease interval, p_room bigint, p_small bigint, p_max integer,
     p_rate integer
@@ -245,15 +280,17 @@ DECLARE
     locked integer := 0;
 BEGIN
     FOR candidate IN
-        SELECT m.queue_id, m.mailbox FROM sgg_messages m
-        LEFT JOIN sgg_mailboxes b ON b.mailbox = m.mailbox
-        WHERE m.state = 'queue' AND m.next_attempt <= now()
-          AND (m.size <= p_room OR m.size <= p_small)
-          AND (b.mailbox IS NULL OR (b.blocked_until <= now() AND b.next_slot <= now()))
-          AND m.mailbox NOT IN (
-              SELECT a.mailbox FROM sgg_messages a
-              WHERE a.state = 'active' AND a.lease_until > now() AND a.mailbox <> ''
-              GROUP BY a.mailbox HAVING count(*) >= p_max)
+        SELECT m.queue_id, m.mailbox
+        FROM sgg_open_mailboxes(p_max) AS o (mailbox)
+        CROSS JOIN LATERAL (
+            SELECT q.queue_id FROM sgg_messages q
+            WHERE q.state = 'queue' AND q.mailbox = o.mailbox AND q.next_attempt <= now()
+              AND (q.size <= p_room OR q.size <= p_small)
+            ORDER BY q.next_attempt, q.queue_id
+            LIMIT 16
+        ) AS e
+        JOIN sgg_messages m ON m.queue_id = e.queue_id
+        WHERE m.state = 'queue'
         ORDER BY m.next_attempt, m.queue_id
         LIMIT 64
         FOR UPDATE OF m SKIP LOCKED
