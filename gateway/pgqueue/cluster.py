@@ -25,7 +25,7 @@ import psycopg
 import structlog
 
 from gateway.errors import SpoolError
-from gateway.pgqueue.connection import reason, retry_delay
+from gateway.pgqueue.connection import POOL_WAIT, reason, retry_delay
 
 if TYPE_CHECKING:
     from gateway.pgqueue.queue import PgQueue
@@ -50,6 +50,9 @@ class Cluster:
     def __init__(self, queue: PgQueue) -> None:
         self._queue = queue
         self.held: set[str] = set()  # messages this node is delivering: their leases are renewed
+        # Of those, delivered, their rows not removed yet (the database was away): at stop
+        # they are removed, not given back.
+        self.delivered: set[str] = set()
         self.wakers: list[Callable[[], None]] = []
         self.waiting = 0  # messages in the cluster's queue, as of the last count
         self._tasks: list[asyncio.Task[None]] = []
@@ -83,6 +86,12 @@ class Cluster:
         self._tasks = []
         queue = self._queue
         async with queue.db.connection() as connection:
+            if self.delivered:
+                await connection.execute(
+                    "DELETE FROM sgg_messages WHERE state = 'active' AND leased_by = %s"
+                    " AND queue_id = ANY(%s)",
+                    (queue.node, list(self.delivered)),
+                )
             # Deliveries this node stopped: queued again now, for the other nodes.
             await connection.execute(
                 "UPDATE sgg_messages SET state = 'queue', leased_by = NULL, lease_until = NULL,"
@@ -96,6 +105,7 @@ class Cluster:
             await connection.execute("DELETE FROM sgg_nodes WHERE node = %s", (queue.node,))
             await connection.execute("SELECT pg_notify('sgg_queue', '')")
         self.held.clear()
+        self.delivered.clear()
 
     def wake(self) -> None:
         for callback in self.wakers:
@@ -191,9 +201,10 @@ class Cluster:
         messages twice. A node that does not come back has its leases taken after that.
         """
         queue, db = self._queue, self._queue.db
-        others = not patient or (
-            db.reachable and time.monotonic() - db.reachable_since >= queue.settings.lease
-        )
+        # A live node finds the database again within a pooled connection's wait and a beat
+        # of this one (its heartbeat may be waiting for a connection), and renews its leases.
+        patience = queue.settings.lease + POOL_WAIT + self.beat
+        others = not patient or (db.reachable and time.monotonic() - db.reachable_since >= patience)
         async with db.connection() as connection:
             cursor = await connection.execute(
                 "UPDATE sgg_messages m SET state = 'queue', leased_by = NULL, lease_until = NULL,"
@@ -260,7 +271,15 @@ class Cluster:
             try:
                 connection = await self._queue.db.listen("sgg_queue")
             except psycopg.Error as error:
-                self._queue.db.lost(error)
+                # (Not `db.lost`: the pool's own calls say whether the database is away; a
+                # listener that cannot connect, a connection limit say, must not make the node
+                # refuse mail or start its reclaim patience over.)
+                if attempt == 0:
+                    log.warning(
+                        "listener_unavailable",
+                        reason=reason(error),
+                        action="new mail is found by the 10 s sweep until it is back",
+                    )
                 attempt += 1
                 await retry_delay(attempt)
                 continue

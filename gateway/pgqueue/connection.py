@@ -72,9 +72,20 @@ def reason(error: BaseException) -> str:
     return type(error).__name__
 
 
+def lost_a_race(error: BaseException) -> bool:
+    """A statement that failed though the connection is fine (psycopg raises these as
+    OperationalError): a deadlock or serialization failure (class 40), a lock time-out
+    (55P03), a statement time-out or cancel (57014)."""
+    state = (error.sqlstate if isinstance(error, psycopg.Error) else None) or ""
+    return state.startswith("40") or state in ("55P03", "57014")
+
+
 class ConnectionLost(QueueUnavailable):
     """The connection broke while a statement was under way: whether it took effect is not
     known (a COMMIT may have reached the server)."""
+
+
+POOL_WAIT = 10.0  # seconds a caller waits for a pooled connection
 
 
 class Database:
@@ -97,7 +108,7 @@ class Database:
             max_size=self.settings.connections,
             kwargs={"autocommit": True, "row_factory": dict_row},
             open=False,
-            timeout=10.0,
+            timeout=POOL_WAIT,
             reconnect_timeout=0,  # keep trying: the gateway waits for its database
             check=AsyncConnectionPool.check_connection,
             name="sgg-queue",
@@ -125,6 +136,9 @@ class Database:
             psycopg.errors.ReadOnlySqlTransaction,  # a standby: the DSN lacks read-write
             TimeoutError,
         ) as error:
+            if lost_a_race(error):  # reached; the step fails, the database is there
+                problem = f"the queue's database refused a statement: {reason(error)}"
+                raise QueueRefused(problem) from None
             self.lost(error)
             problem = f"the queue's database cannot be used: {reason(error)}"
             raise (ConnectionLost(problem) if given else QueueUnavailable(problem)) from None
@@ -132,7 +146,7 @@ class Database:
             self.lost(error)
             raise QueueUnavailable("the queue's database gives no connection in time") from None
         except psycopg.Error as error:
-            # Reached, but a statement failed (a deadlock, a newer node's schema change, a
+            # Reached, but a statement failed (a newer node's schema change, revoked rights, a
             # constraint): the caller's step fails as a queue error, never as a bug that kills
             # a worker or a session.
             problem = f"the queue's database refused a statement: {reason(error)}"

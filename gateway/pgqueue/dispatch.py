@@ -24,7 +24,7 @@ from gateway.config import DeliverySettings
 from gateway.delivery.budget import SMALL, SizeBudget
 from gateway.delivery.job import Job, Ready
 from gateway.delivery.schedule import ScheduleClosedError
-from gateway.errors import SpoolError
+from gateway.errors import QueueRefused, SpoolError
 from gateway.pgqueue.queue import PgQueue
 
 log = structlog.get_logger("gateway.delivery")
@@ -47,6 +47,7 @@ class ClusterAdmission:
         self._resumed: deque[str] = deque()  # jobs that waited for memory and may go now
         self._claimed_at: dict[str, tuple[str, Any]] = {}  # claims with a place in a minute
         self._closed = False
+        self._last_refusal = ("", 0.0)
         self._tasks: set[asyncio.Task[None]] = set()
         queue.on_wake(self._wake.set)
 
@@ -83,10 +84,26 @@ class ClusterAdmission:
                 upcoming = await self._queue.cluster.next_wake(room, SMALL, self._per_mailbox)
                 if upcoming is not None:
                     wait = min(SWEEP, max(upcoming, RACE))
+            except QueueRefused as error:  # reached, but the claim fails: say so, and retry
+                wait = 1.0
+                self._refused(str(error))
             except SpoolError:
                 wait = 1.0  # the database is away: the pool reconnects; try again soon
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
+
+    def _refused(self, problem: str) -> None:
+        """A claim the database refused: one line a minute while it lasts (a lost race is
+        one line and over; a schema another version changed, or revoked rights, last)."""
+        now = time.monotonic()
+        if problem != self._last_refusal[0] or now - self._last_refusal[1] >= 60:
+            self._last_refusal = (problem, now)
+            log.error(
+                "claim_failed",
+                reason=problem,
+                action="nothing is delivered by this node while it lasts; check the role's "
+                "rights and that every node runs the same version (`db status`)",
+            )
 
     def _room(self) -> int:
         """The largest message this node may take now (any, when none is in delivery)."""

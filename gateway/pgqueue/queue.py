@@ -218,6 +218,7 @@ class PgQueue:
         soon as the database is back): a lease given up here would have the message
         delivered a second time by whichever node took it over."""
         attempt = 0
+        self.cluster.delivered.add(queue_id)
         while True:
             try:
                 await self._change(
@@ -240,6 +241,7 @@ class PgQueue:
                     )
                 await retry_delay(attempt)
         self.cluster.held.discard(queue_id)
+        self.cluster.delivered.discard(queue_id)
 
     async def defer(self, queue_id: str, next_attempt: float, attempt: Record) -> str | None:
         self.cluster.held.discard(queue_id)

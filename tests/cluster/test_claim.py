@@ -136,7 +136,12 @@ def test_a_claim_never_waits_for_a_second_mailboxs_lock(pg_dsn: str) -> None:
             target=lambda: claimed.append(_claim_row(pg_dsn)), name="claim", daemon=True
         )
         claimer.start()
-        time.sleep(0.5)  # the claim waits for first@'s lock: it holds none yet
+        deadline = time.monotonic() + 30
+        while not first.execute(  # the claim waits for first@'s lock: it holds none yet
+            "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        ).fetchone():
+            assert time.monotonic() < deadline, "the claim never waited for first@'s lock"
+            time.sleep(0.05)
         assert claimed == []
         # Meanwhile first@ got a Retry-After: under its lock the claim finds it may not send.
         first.execute(

@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psycopg
 import pytest
 
 from gateway.config import PostgresSettings, load_config
 from gateway.config.secrets import Secret
 from gateway.emulator import Emulator, Faults
-from gateway.errors import SpoolError
+from gateway.errors import QueueRefused, SpoolError
 from gateway.graph import transport as submit_module
 from gateway.pgqueue.queue import PgQueue
 from tests.conftest import Logged
@@ -326,7 +327,7 @@ async def test_a_delivery_the_database_missed_is_not_sent_again(
     taken over and delivered a second time. Now the node keeps the lease and removes the row
     when the database answers: one delivery."""
     server.start()
-    emulator.set_faults(Faults(latency_ms=3000))  # the request is under way for 3 s
+    emulator.set_faults(Faults(latency_ms=6000))  # the request is under way for 6 s
     document = config_document(
         tmp_path,
         emulator,
@@ -386,21 +387,78 @@ async def test_after_an_outage_a_node_does_not_take_the_leases_of_nodes_still_de
                     break
                 await asyncio.sleep(0.2)
         assert taken == []
-        async with asyncio.timeout(30):  # node-a renews its lease
-            while True:
-                async with delivering.db.connection() as connection:
-                    cursor = await connection.execute(
-                        "SELECT leased_by, lease_until > now() AS live FROM sgg_messages"
-                        " WHERE queue_id = %s",
-                        (queue_id,),
-                    )
-                    row = await cursor.fetchone()
-                if row == {"leased_by": delivering.node, "live": True}:
-                    break
+        async with asyncio.timeout(60):  # node-a renews its lease (its own pool untouched)
+            while await asyncio.to_thread(lease_of, server.dsn(), queue_id) != (
+                delivering.node,
+                True,
+            ):
                 await asyncio.sleep(0.2)
-        await asyncio.sleep(6)  # node-b has had the database for a lease now
+        await asyncio.sleep(6)
         assert await watching.reclaim() == []  # node-a's lease is live: not taken
         assert await delivering.state_of(queue_id) == "active"
     finally:
         for queue in queues:
             await queue.close()
+
+
+def lease_of(dsn: str, queue_id: str) -> tuple[str, bool] | None:
+    """Who holds `queue_id`'s lease, and whether it is live (on a connection of its own)."""
+    with psycopg.connect(dsn) as connection:
+        row = connection.execute(
+            "SELECT leased_by, lease_until > now() FROM sgg_messages WHERE queue_id = %s",
+            (queue_id,),
+        ).fetchone()
+    return None if row is None else (str(row[0]), bool(row[1]))
+
+
+async def test_a_delivery_cut_short_by_the_drain_is_removed_at_stop_not_given_back(
+    tmp_path: Path, server: Server
+) -> None:
+    """Graph took the message, the database was away, and the gateway was stopped while the
+    removal was still being retried (the drain cancels it). When the node leaves the cluster
+    with the database back, that message is removed — given back with the others, it would be
+    delivered again by another node."""
+    server.start()
+    settings = PostgresSettings(dsn=Secret(server.dsn()), upgrade_schema=True, node="node-a")
+    queue = PgQueue(settings, directory=tmp_path / "work")
+    await queue.open()
+    delivered_id = await queue.store(arrival(), load_message("delivered@load.test"))
+    claim = await queue.cluster.claim(2**40, 2**40, 4, 0)
+    assert claim is not None and claim.queue_id == delivered_id
+    assert await queue.lease(delivered_id) is not None
+    await asyncio.to_thread(server.stop, "immediate")
+    removal = asyncio.create_task(queue.complete(delivered_id))  # Graph answered 202
+    await asyncio.sleep(2)
+    assert not removal.done()  # retrying while the database is away
+    removal.cancel()  # the drain ran out of time
+    with contextlib.suppress(asyncio.CancelledError):
+        await removal
+    await asyncio.to_thread(server.start)
+    await queue.close()  # leaves the cluster: gives back what it did not deliver
+    assert await asyncio.to_thread(lease_of, server.dsn(), delivered_id) is None
+
+
+async def test_a_statement_that_lost_a_race_is_not_a_database_outage(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    """A statement time-out (or a deadlock, a lock time-out) arrives as psycopg's
+    OperationalError, like a lost connection. It fails that step only: the node does not
+    count the database as away (which would refuse new mail with 421 and start its reclaim
+    patience over)."""
+    settings = PostgresSettings(dsn=Secret(pg_dsn), upgrade_schema=True, node="node-a")
+    queue = PgQueue(settings, directory=tmp_path / "work")
+    await queue.open()
+    try:
+        async with queue.db.connection() as connection:
+            await connection.execute("SELECT 1")
+        assert queue.db.reachable
+        with pytest.raises(QueueRefused, match="statement timeout"):
+            async with queue.db.connection() as connection:
+                await connection.execute("SET statement_timeout = '10ms'")
+                try:
+                    await connection.execute("SELECT pg_sleep(1)")
+                finally:
+                    await connection.execute("RESET statement_timeout")
+        assert queue.db.reachable and queue.db.problem == ""
+    finally:
+        await queue.close()
