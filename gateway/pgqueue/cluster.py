@@ -194,29 +194,38 @@ class Cluster:
     async def reclaim(self, *, patient: bool = True) -> list[str]:
         """Leases that ran out go back to the queue (due now); their IDs.
 
-        Never the messages this node is delivering. And while this node has had the database
-        for less than a lease (`patient`), only its own: after an outage everyone's leases
-        have run out, but the other nodes may be delivering theirs still, and renew them
-        within a beat of finding the database again; taking them now would deliver those
-        messages twice. A node that does not come back has its leases taken after that.
+        Never the messages this node is delivering. And after an outage (`patient`), only its
+        own until the others have had time to come back: everyone's leases ran out, but the
+        other nodes may be delivering theirs still and renew them once they find the database
+        again; taking them now would deliver those messages twice. So while this node found
+        the database again, or the database server started, less than a lease, a pooled
+        connection's wait and a beat ago (the most a live node needs to renew), lapsed leases
+        of other nodes stay; a node that does not come back has its leases taken after that.
         """
         queue, db = self._queue, self._queue.db
-        # A live node finds the database again within a pooled connection's wait and a beat
-        # of this one (its heartbeat may be waiting for a connection), and renews its leases.
         patience = queue.settings.lease + POOL_WAIT + self.beat
-        others = not patient or (db.reachable and time.monotonic() - db.reachable_since >= patience)
+        regained = db.regained_at
+        others = not patient or (
+            db.reachable and (regained is None or time.monotonic() - regained >= patience)
+        )
         async with db.connection() as connection:
             cursor = await connection.execute(
                 "UPDATE sgg_messages m SET state = 'queue', leased_by = NULL, lease_until = NULL,"
                 " next_attempt = now(), changed_at = now()"
                 " FROM (SELECT queue_id, leased_by FROM sgg_messages"
                 "       WHERE state = 'active' AND lease_until < now()"
-                "       AND (leased_by = %(node)s OR %(others)s)"
+                "       AND (leased_by = %(node)s OR (%(others)s AND now()"
+                "            - pg_postmaster_start_time() >= %(patience)s * interval '1 second'))"
                 "       AND NOT (queue_id = ANY(%(held)s))"
                 "       FOR UPDATE SKIP LOCKED) lapsed"
                 " WHERE m.queue_id = lapsed.queue_id"
                 " RETURNING m.queue_id, lapsed.leased_by",
-                {"node": queue.node, "others": others, "held": list(self.held)},
+                {
+                    "node": queue.node,
+                    "others": others,
+                    "held": list(self.held),
+                    "patience": patience,
+                },
             )
             rows = await cursor.fetchall()
             if rows:

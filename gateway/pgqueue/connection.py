@@ -96,7 +96,10 @@ class Database:
         self.dsn = connection_string(settings)
         self.where = where(settings)
         self.reachable = False
-        self.reachable_since = 0.0  # monotonic time it was last found again
+        # Monotonic time the database was found again after it was lost (None: never lost
+        # since it was first reached).
+        self.regained_at: float | None = None
+        self._reached = False
         self.problem = f"the queue's database ({self.where}) has not been reached yet"
         self._pool: AsyncConnectionPool[Connection] | None = None
 
@@ -171,7 +174,9 @@ class Database:
         """A call worked: the database is there."""
         if not self.reachable:
             log.info("queue_reachable", database=self.where)
-            self.reachable_since = time.monotonic()
+            if self._reached:
+                self.regained_at = time.monotonic()
+            self._reached = True
         self.reachable = True
         self.problem = ""
 
