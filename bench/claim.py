@@ -5,19 +5,24 @@ four in flight): the claim must still find the other mailboxes' mail, and quickl
 backlog size, the time of one claim that finds another mailbox's message, and of one that
 finds nothing (what an idle worker pays), over `--claims` claims each.
 
-Run: .venv/bin/python bench/claim.py [--dsn "host=127.0.0.1 user=postgres"] [--claims 200]
+Run: .venv/bin/python bench/claim.py [--dsn postgresql://127.0.0.1/postgres] [--claims 200]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import statistics
+import sys
 import time
-import uuid
+from pathlib import Path
 
 import psycopg
-from psycopg import conninfo
 from psycopg.rows import dict_row
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from cluster import scratch_database
 
 from gateway.pgqueue.schema import MIGRATIONS, SCHEMA_VERSION
 
@@ -65,32 +70,29 @@ def run(dsn: str, backlog: int, claims: int) -> tuple[float, float, float]:
     )
 
 
-def main() -> None:
+async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dsn", default="host=127.0.0.1 user=postgres dbname=postgres")
+    parser.add_argument("--dsn", default="postgresql://127.0.0.1/postgres")
     parser.add_argument("--claims", type=int, default=200)
     arguments = parser.parse_args()
-    name = f"sgg_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(arguments.dsn, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    dsn = conninfo.make_conninfo(arguments.dsn, dbname=name)
-    try:
-        with psycopg.connect(dsn, autocommit=True) as connection:
-            for version in sorted(MIGRATIONS):
-                connection.execute(MIGRATIONS[version].encode())
-            connection.execute("UPDATE sgg_schema SET version = %s", (SCHEMA_VERSION,))
-        print(f"schema v{SCHEMA_VERSION}, {arguments.claims} claims per row, system PostgreSQL")
-        for backlog in (0, 1_000, 10_000, 50_000):
-            found_p50, found_p99, empty_p50 = run(dsn, backlog, arguments.claims)
-            print(
-                f"backlog {backlog:>6} blocked: claim finding another mailbox's message "
-                f"p50 {found_p50:6.2f} ms, p99 {found_p99:6.2f} ms; finding nothing "
-                f"p50 {empty_p50:6.2f} ms"
-            )
-    finally:
-        with psycopg.connect(arguments.dsn, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE "{name}"')
+    async with scratch_database(arguments.dsn) as dsn:
+        await asyncio.to_thread(measure, dsn, arguments.claims)
+
+
+def measure(dsn: str, claims: int) -> None:
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        for version in sorted(MIGRATIONS):
+            connection.execute(MIGRATIONS[version].encode())
+        connection.execute("UPDATE sgg_schema SET version = %s", (SCHEMA_VERSION,))
+    print(f"schema v{SCHEMA_VERSION}, {claims} claims per row")
+    for backlog in (0, 1_000, 10_000, 50_000):
+        found_p50, found_p99, empty_p50 = run(dsn, backlog, claims)
+        print(
+            f"backlog {backlog:>6} blocked: claim finding another mailbox's message "
+            f"p50 {found_p50:6.2f} ms, p99 {found_p99:6.2f} ms; finding nothing "
+            f"p50 {empty_p50:6.2f} ms"
+        )
 
 
 if __name__ == "__main__":
-    main()
+    asyncio.run(main())

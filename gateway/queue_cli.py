@@ -27,16 +27,11 @@ from gateway.control import send_request
 from gateway.errors import AdminError, SpoolError
 from gateway.queue.admin import QueueAdmin
 from gateway.queue.base import Queue
-from gateway.queue.model import STATE_WORDS, Listed
+from gateway.queue.model import STATE_NAMES, STATE_WORDS, Listed
 from gateway.queues import build_queue, describe
 
-# What administrators call the states; and every name a state may be asked for by.
-WORDS = STATE_WORDS
-_STATE_NAMES = {
-    **{state: state for state in WORDS},
-    **{word: state for state, word in WORDS.items()},
-    "deferred": "queue",
-}
+# Every name a state may be asked for by ("deferred" too, as the log says it).
+_STATE_NAMES = {**STATE_NAMES, "deferred": "queue"}
 
 
 def _state(text: str) -> str:
@@ -191,7 +186,7 @@ def _print_list(listed: list[Listed], *, as_json: bool) -> None:
             waits = f"{waits}: {item.reason}" if waits else item.reason
         arrived = _when(item.received_at) if item.received_at else "?"
         print(
-            f"{item.queue_id}  {WORDS.get(item.state, item.state):<7}  "
+            f"{item.queue_id}  {STATE_WORDS.get(item.state, item.state):<7}  "
             f"{format_size(item.size):>9}  {arrived}  {item.mail_from or '<>'} -> {recipients}"
             + (f"  ({_one_line(waits)})" if waits else "")
         )
@@ -213,7 +208,7 @@ def _print_show(info: dict[str, Any], *, as_json: bool) -> None:
         print(json.dumps(info, indent=2, default=str))
         return
     print(f"queue id:     {info['queue_id']}")
-    print(f"state:        {WORDS.get(info['state'], info['state'])}")
+    print(f"state:        {STATE_WORDS.get(info['state'], info['state'])}")
     if info.get("leased_by"):
         print(f"sending on:   {info['leased_by']}")
     env = info.get("envelope") or {}

@@ -11,10 +11,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.config import parse_duration
-from gateway.queue.model import STATE_WORDS, queued_at
+from gateway.queue.model import STATE_NAMES, STATE_WORDS, queued_at
 
-# What administrators call the states (as `queue list` prints them), and the stored names.
-_STATES = {**{s: s for s in STATE_WORDS}, **{w: s for s, w in STATE_WORDS.items()}}
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 
@@ -59,9 +57,9 @@ def parse_filter(query: Mapping[str, str]) -> Filter:
     state_text = query.get("state", "").strip().lower()
     state = None
     if state_text and state_text != "any":
-        if state_text not in _STATES:
+        if state_text not in STATE_NAMES:
             raise FilterError(f"state: no state {state_text!r}: use queued, sending, held, corrupt")
-        state = _STATES[state_text]
+        state = STATE_NAMES[state_text]
     return Filter(
         state=state,
         sender=query.get("sender", "").strip().lower(),

@@ -406,8 +406,8 @@ async def open_schema(db: Database, *, upgrade_schema: bool = False, wait: bool 
                 return version
         except SchemaError:
             raise
-        except QueueRefused as error:  # reached, but the check failed: waiting will not help
-            raise SpoolError(str(error)) from None
+        except QueueRefused:  # reached, but the check failed: waiting will not help
+            raise
         except SpoolError as error:
             if not wait:  # one try only (a command)
                 raise

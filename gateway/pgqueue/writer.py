@@ -88,14 +88,10 @@ class PgWriter:
         it did not, or when that cannot be told either: then the client hears 451 and sends
         the message again (delivered twice at worst, never lost)."""
         try:
-            async with asyncio.timeout(CONFIRM_TIMEOUT), self._queue.db.connection() as connection:
-                cursor = await connection.execute(
-                    "SELECT state FROM sgg_messages WHERE queue_id = %s", (self.queue_id,)
-                )
-                row = await cursor.fetchone()
+            async with asyncio.timeout(CONFIRM_TIMEOUT):
+                return await self._queue.state_of(self.queue_id) is not None
         except (SpoolError, TimeoutError):
             return False
-        return row is not None and row["state"] != "receiving"
 
     async def commit_envelope(
         self,

@@ -19,6 +19,8 @@ from gateway.mime.buffer import Buffer
 QUEUE_STATES = ("queue", "active", "hold", "corrupt")
 # The states as people read them (the commands, the console).
 STATE_WORDS = {"queue": "queued", "active": "sending", "hold": "held", "corrupt": "corrupt"}
+# Every name a state may be asked for by: its stored name or its word.
+STATE_NAMES = {**{state: state for state in STATE_WORDS}, **{w: s for s, w in STATE_WORDS.items()}}
 QUEUE_ID_PATTERN = r"[0-9A-F]{19}"  # what `new_queue_id` makes
 _QUEUE_ID = re.compile(QUEUE_ID_PATTERN)
 

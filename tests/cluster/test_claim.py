@@ -19,10 +19,12 @@ from gateway.pgqueue.queue import PgQueue
 from gateway.pgqueue.schema import MIGRATIONS, SCHEMA_VERSION
 
 
-def claim(connection: psycopg.Connection, rate: int, node: str = "node-a/1") -> str | None:
+def claim(
+    connection: psycopg.Connection, rate: int, node: str = "node-a/1", *, per_mailbox: int = 10
+) -> str | None:
     row = connection.execute(
-        "SELECT queue_id FROM sgg_claim(%s, interval '30 seconds', 1000000, 1000000, 10, %s)",
-        (node, rate),
+        "SELECT queue_id FROM sgg_claim(%s, interval '30 seconds', 1000000, 1000000, %s, %s)",
+        (node, per_mailbox, rate),
     ).fetchone()
     return None if row is None else str(row["queue_id"])
 
@@ -108,8 +110,8 @@ def test_a_mailbox_that_may_not_send_hides_no_other_mail(pg_dsn: str, limit: str
                 " VALUES ('batch@contoso.com', %s, %s)",
                 ("infinity", "-infinity") if limit == "retry-after" else ("-infinity", "infinity"),
             )
-        assert _claim_row(pg_dsn) == "MFP0000"
-        assert _claim_row(pg_dsn) is None  # the batch still waits, all 70 of it
+        assert claim(connection, 0, per_mailbox=4) == "MFP0000"
+        assert claim(connection, 0, per_mailbox=4) is None  # the batch waits, all 70 of it
         waiting = connection.execute(
             "SELECT count(*) AS n FROM sgg_messages WHERE state = 'queue'"
         ).fetchone()
@@ -131,7 +133,7 @@ def test_a_claim_never_waits_for_a_second_mailboxs_lock(pg_dsn: str) -> None:
     ):
         mailbox_lock(first, "first@contoso.com", take=True)
         mailbox_lock(second, "second@contoso.com", take=True)  # held to the end
-        claimed: list[object] = []
+        claimed: list[str | None] = []
         claimer = threading.Thread(
             target=lambda: claimed.append(_claim_row(pg_dsn)), name="claim", daemon=True
         )
@@ -157,13 +159,10 @@ def test_a_claim_never_waits_for_a_second_mailboxs_lock(pg_dsn: str) -> None:
         assert claim(connection, 0) == "SECOND0000"  # passed over, not lost
 
 
-def _claim_row(dsn: str) -> object:
-    with psycopg.connect(dsn, autocommit=True) as connection:
-        row = connection.execute(
-            "SELECT queue_id FROM sgg_claim('node-a/1', interval '30 seconds', 1000000, 1000000,"
-            " 4, 0)"
-        ).fetchone()
-    return None if row is None else row[0]
+def _claim_row(dsn: str) -> str | None:
+    """A claim on a connection of its own (four in flight per mailbox)."""
+    with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as connection:
+        return claim(connection, 0, per_mailbox=4)
 
 
 async def test_idle_workers_wait_for_what_may_go_instead_of_polling(
