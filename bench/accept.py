@@ -181,13 +181,17 @@ async def running_gateway(
     aside: Path,
     large: bool = False,
     delivery: dict[str, Any] | None = None,
+    spool: dict[str, Any] | None = None,
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
-    """`python -m gateway serve` on a free port with its spool in `work` and its log on
-    `aside`; (process, port) once it is started, stopped on exit."""
+    """`python -m gateway serve` on a free port with its spool in `work` (or the `spool`
+    section given) and its log on `aside`; (process, port) once it is started, stopped on
+    exit."""
     port = free_port()
     config = gateway_config(
         emulator, port, work / "spool", concurrency, large=large, delivery=delivery
     )
+    if spool is not None:
+        config["spool"] = spool
     (work / "gateway.yaml").write_text(yaml.safe_dump(config))
     with (aside / "gateway.log").open("wb") as log:
         gateway = await asyncio.create_subprocess_exec(

@@ -47,7 +47,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from accept import cpu_seconds, free_port, gateway_config, load, wait_ready  # noqa: E402 - bench/ is on sys.path now
+from accept import (  # noqa: E402 - bench/ is on sys.path now
+    cpu_seconds,
+    free_port,
+    gateway_config,
+    load,
+    running_gateway,
+    wait_ready,
+)
 
 from gateway.emulator import EmulatorSettings, Faults, running_emulator  # noqa: E402 - after sys.path
 from gateway.observability.logging import configure_logging  # noqa: E402 - after sys.path
@@ -83,33 +90,15 @@ async def accept_run(
 ) -> dict[str, Any]:
     """One gateway (file spool, or `spool`), loaded until `messages` are accepted."""
     work.mkdir(parents=True)
-    port = free_port()
-    config = gateway_config(emulator, port, work / "spool", concurrency=32)
-    if spool is not None:
-        config["spool"] = spool
-    (work / "gateway.yaml").write_text(yaml.safe_dump(config))
-    with (work / "gateway.log").open("wb") as log:
-        gateway = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "gateway",
-            "serve",
-            "--config",
-            str(work / "gateway.yaml"),
-            stderr=log,
-            stdout=asyncio.subprocess.DEVNULL,
+    running = running_gateway(work, emulator, concurrency=32, aside=work, spool=spool)
+    async with running as (gateway, port):
+        await wait_ready(port)
+        before = cpu_seconds(gateway.pid)
+        result: dict[str, Any] = await load(port, messages, 4096)
+        result["cpu_ms_per_msg"] = (
+            (cpu_seconds(gateway.pid) - before) * 1000 / max(result["accepted"], 1)
         )
-        try:
-            await wait_ready(port)
-            before = cpu_seconds(gateway.pid)
-            result: dict[str, Any] = await load(port, messages, 4096)
-            result["cpu_ms_per_msg"] = (
-                (cpu_seconds(gateway.pid) - before) * 1000 / max(result["accepted"], 1)
-            )
-            return result
-        finally:
-            gateway.terminate()
-            await gateway.wait()
+        return result
 
 
 async def commit_floor(dsn: str, seconds: float, connections: int = 20) -> float:
